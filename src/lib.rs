@@ -1,4 +1,14 @@
 //! idem: idempotency keys for Rust services.
-#![doc = "See the README for a guide."]
+//!
+//! This facade re-exports [`idem_core`] and, behind features, the backends: `memory` ([`memory`]) and
+//! `sqlite` ([`sqlite`]), both on by default.
 
 pub use idem_core::*;
+
+/// The in-memory backend (feature `memory`).
+#[cfg(feature = "memory")]
+pub use idem_memory as memory;
+
+/// The SQLite backend (feature `sqlite`).
+#[cfg(feature = "sqlite")]
+pub use idem_sqlite as sqlite;

@@ -125,7 +125,7 @@ pub use runner::{
     DEFAULT_LEASE_TTL, DEFAULT_MAX_RUN_TIME, DEFAULT_RETENTION, LeaseContext, RunError, RunOutcome, Runner,
     RunnerBuilder,
 };
-pub use store::{BeginOutcome, DEFAULT_MAX_RESPONSE_BYTES, IdempotencyStore};
+pub use store::{BeginOutcome, DEFAULT_LAPSED_CLAIM_GRACE, DEFAULT_MAX_RESPONSE_BYTES, IdempotencyStore};
 pub use ttl::Ttl;
 
 /// Re-exported so that backends implement [`IdempotencyStore`] with the same macro version.
