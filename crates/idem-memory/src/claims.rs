@@ -38,7 +38,7 @@ impl ClaimTable {
         }
     }
 
-    /// The instant from which `claim` counts as absent. A sum beyond `Duration::MAX` means never.
+    /// Returns the instant from which `claim` counts as absent. A sum beyond `Duration::MAX` means never.
     fn grace_end(&self, claim: &Claim) -> Duration {
         claim
             .lease_deadline

@@ -42,9 +42,10 @@ pub(crate) type CompletedCache = Cache<String, Arc<Completed>>;
 
 /// Builds the cache of completed records.
 ///
-/// The cache uses LRU rather than moka's default TinyLFU: TinyLFU can reject a record at admission because
-/// its key was seen only once, yet a record that was just completed is the one a late retry is most likely
-/// to ask for. Time-based expiry stays off because moka reads the real clock, not the store's.
+/// The cache uses LRU rather than moka's default TinyLFU. TinyLFU admits a new entry into a full cache only
+/// when its key was seen more often than the victim's, but a record that was just completed is the one a
+/// late retry most likely requests. Time-based expiry stays off, because moka reads the real clock and not
+/// the store's.
 pub(crate) fn build_cache(max_bytes: u64, clock: Arc<dyn Clock>, evicted: Arc<AtomicU64>) -> CompletedCache {
     Cache::builder()
         .max_capacity(max_bytes)

@@ -69,7 +69,8 @@ impl State {
     }
 }
 
-/// What begin decided under the lock. Responses are copied out of `Completed` after the lock is released.
+/// The decision of a begin, taken under the lock. Responses are copied out of `Completed` after the lock is
+/// released.
 enum Decision {
     Acquired(Lease),
     TookOver { lease: Lease, previous_token: u64 },
@@ -118,7 +119,7 @@ impl MemoryStore {
         self.inner.evicted_completed.load(Ordering::Relaxed)
     }
 
-    /// Returns how many claims the store holds now, live or lapsed. Claims past their grace period count
+    /// Returns how many claims the store contains now, live or lapsed. Claims past their grace period count
     /// until purge, or a begin on a full store, reclaims them.
     pub fn claim_count(&self) -> u64 {
         let state = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -127,7 +128,7 @@ impl MemoryStore {
 
     fn lock(&self, operation: &'static str) -> Result<MutexGuard<'_, State>> {
         // A poisoned lock means a thread panicked in the middle of a state change. Fail closed rather than
-        // answer from a state that may be half changed.
+        // return results from a state that may be half changed.
         self.inner.state.lock().map_err(|_| {
             Error::unavailable(
                 BACKEND,
@@ -480,7 +481,7 @@ impl IdempotencyStore for MemoryStore {
 
         let mut state = self.lock("delete")?;
         let now = self.now();
-        // Records that already count as absent are removed too, but do not make the answer true.
+        // Records that already count as absent are removed too, but do not make the return value true.
         let claim_existed = state.claims.visible(&storage_key, now).is_some();
         state.claims.remove(&storage_key);
         let completed_existed = self
