@@ -43,7 +43,7 @@ impl MemoryStoreBuilder {
         self
     }
 
-    /// Sets how many claims (live or lapsed) the store holds at once. Default [`DEFAULT_MAX_CLAIMS`].
+    /// Sets how many claims (live or lapsed) the store contains at once. Default [`DEFAULT_MAX_CLAIMS`].
     /// Claims are never evicted, so a begin that needs a new claim beyond this limit fails with
     /// [`Error::StoreFull`].
     pub fn max_claims(mut self, limit: u64) -> Self {

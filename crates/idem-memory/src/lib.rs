@@ -1,7 +1,7 @@
 //! In-memory idempotency-key store for idem: one process, no persistence, bounded memory.
 //!
 //! [`MemoryStore`] implements [`idem_core::IdempotencyStore`] for a single process. It suits tests, and
-//! services that run as one process and accept that a restart forgets every key.
+//! services that run as one process and accept that a restart loses every key.
 //!
 //! ```
 //! use std::sync::Arc;

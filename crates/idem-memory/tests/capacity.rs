@@ -32,7 +32,7 @@ async fn max_claims_gives_store_full() {
     assert!(err.is_retryable());
     assert_eq!(store.lookup(&key("one-more")).await.unwrap(), None);
 
-    // A full store still answers begins that need no new claim.
+    // A full store still serves begins that need no new claim.
     let held = store.begin(&key("k0"), &fp, ttl_ms(1_000)).await.unwrap();
     assert!(matches!(held, BeginOutcome::InProgress { .. }), "{held:?}");
     for (i, lease) in leases.iter().enumerate() {

@@ -27,7 +27,7 @@ pub fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
 }
 
-/// A builder whose clock is a manual clock at [`START`].
+/// Returns a builder whose clock is a manual clock at [`START`].
 pub fn manual_builder() -> (MemoryStoreBuilder, ManualClock) {
     let clock = ManualClock::new(START);
     let builder = MemoryStore::builder().clock(Arc::new(clock.clone()));
