@@ -9,11 +9,13 @@
 //!
 //! # The log
 //!
-//! The log is built from a fixed seed and 16 real payloads of `examples/data/github-webhooks/` (`push`,
-//! `issues`, `pull_request`, ...). It holds 300 events; each is one payload file with `installation.id` set
-//! to one of 20 installations of a GitHub App, so no two events have the same body. Each event has a
-//! delivery id, a GUID like GitHub's `X-GitHub-Delivery` header, derived from the seed. The delivery id is
-//! the idempotency key, and the fingerprint is `Fingerprint::from_parts(&[event type, body])`.
+//! The log is built from a fixed seed and 16 real webhook bodies in `examples/data/github-webhooks/`
+//! (`push`, `issues`, `pull_request`, ...). They are copied from the octokit/webhooks examples, and their
+//! source and licence sit beside them. The log contains 300 events. Each is one payload file with
+//! `installation.id` set to one of 20 installations of a GitHub App, so no two events have the same body.
+//! Each event has a delivery id, a GUID like GitHub's `X-GitHub-Delivery` header, derived from the seed.
+//! The delivery id is the idempotency key, and the fingerprint is
+//! `Fingerprint::from_parts(&[event type, body])`.
 //!
 //! The deliveries are grouped into moments of at most eight. A moment's deliveries go to the eight workers
 //! at once, one each, and the next moment starts when all of them are done. The log contains:
@@ -28,31 +30,37 @@
 //!
 //! The expected counts come from a model that walks the log and knows nothing of the run. Two rules make
 //! every count independent of timing. First, a moment starts only after the previous one is done, so a
-//! retry at a later moment always finds the earlier run finished (replayed, mismatched, or, after a failure,
-//! free to run). Second, when a moment holds copies of one delivery, the copy that wins the claim runs a
-//! handler that waits (5 s at most) until the other copies have got their "in progress" error, so none of them
-//! can arrive after the run completed and get a replay. So each event executes once, each failing event
-//! fails once, each extra copy is in progress, each reused id is a mismatch, and every other delivery is a
-//! replay.
+//! retry at a later moment always finds the earlier run finished: it replays, it mismatches, or, after a
+//! failure, it runs. Second, when a moment contains copies of one delivery, the copy that wins the claim runs
+//! a handler that first waits (5 s at most) until the other copies have got their "in progress" error. So
+//! none of them can arrive after the run completed and get a replay. Each event therefore executes once,
+//! each failing event fails once, each extra copy is in progress, each reused id is a mismatch, and every
+//! other delivery is a replay.
 //!
 //! # The ledger
 //!
 //! The handler's side effect is a row appended to a table in a second SQLite file, the ledger, with the
-//! delivery id, the SHA-256 of the body and the fencing token. The exactly-once check reads the ledger, not
-//! the runner's outcomes. The handler returns the row number; idem stores it and replays it to retries, which
-//! the third check verifies.
+//! delivery id, the SHA-256 of the body and the fencing token. The exactly-once checks read the ledger, not
+//! the runner's outcomes. The handler returns the row number, and idem stores it and replays it to retries.
 //!
 //! # Reading the output
 //!
-//! The header describes the log and names the SQLite files. The table shows, per outcome, the count expected
-//! from the log and the count the workers got; `executed` counts handler runs that returned `Ok`, `failed and
-//! released` the ones that returned an error. Then each check prints `ok` or `FAILED` with its first
-//! failures, and the last line gives the replay's wall time. The example exits with status 0 when every check
-//! passes, 1 when one fails, and 2 on invalid arguments.
+//! The header describes the log and names the SQLite files. The table shows, per outcome, the count
+//! expected from the log and the count the workers got. `executed` counts handler runs that returned `Ok`,
+//! and `failed and released` those that returned an error. Four checks follow, each marked `ok` or `FAILED`
+//! with its first failures:
 //!
-//! With `--without-idem` there is no store: every delivery runs the handler. The expected column still shows
-//! the outcomes idem gives. The exactly-once check then fails and names the events that ran more than once and
-//! the bodies that ran under a reused delivery id, which is what idem prevents.
+//! 1. the outcome counts equal the expected counts;
+//! 2. the ledger contains exactly one row per event (its delivery id and body);
+//! 3. the ledger contains no row of a body sent under a reused delivery id;
+//! 4. every executed or replayed outcome carries the number of the ledger row that its event's run wrote.
+//!
+//! The last line gives the wall time of the replay. The example exits with status 0 when every check
+//! passes, 1 when one fails or the run stops on an error, and 2 on invalid arguments.
+//!
+//! With `--without-idem` there is no store, and every delivery runs the handler. The expected column still
+//! shows the outcomes that idem gives. Checks 1 to 3 then fail: the second names the events that ran more
+//! than once, and the third the bodies that ran under a reused delivery id. That is what idem prevents.
 
 #[path = "quickstart/delivery_log.rs"]
 mod delivery_log;

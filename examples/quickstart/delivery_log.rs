@@ -43,7 +43,8 @@ pub(crate) struct Delivery {
     pub(crate) body_of: usize,
 }
 
-/// What the log contains, counted while building it. The expected outcome counts come from a separate model.
+/// Counts of each case in the log, taken while building it. The expected outcome counts come from a
+/// separate model.
 #[derive(Debug, Default)]
 pub(crate) struct Composition {
     /// Events whose first delivery is sent several times at the same moment.
@@ -68,17 +69,18 @@ pub(crate) struct DeliveryLog {
 }
 
 impl DeliveryLog {
-    /// The number of deliveries over all moments.
+    /// Returns the number of deliveries over all moments.
     pub(crate) fn len(&self) -> usize {
         self.moments.iter().map(Vec::len).sum()
     }
 
     /// Builds the log of `seed`.
     ///
-    /// Each event is sent first at a moment of its own, sometimes as 2 to 4 copies at once. An event that
-    /// fails on the first try is redelivered 1 to 4 moments later. Then each event gets 0 to 4 plain retries,
-    /// each 1 to 6 moments after the previous delivery. At the end, a few delivery ids are reused with the
-    /// body of another event, always after the event of that id has executed.
+    /// Two new events start per moment, or later when the moment is full. An event's first delivery is
+    /// sometimes sent as 2 to 4 copies at once. An event that fails on the first try is redelivered 1 to 4
+    /// moments later. Then each event gets 0 to 4 plain retries, each 1 to 6 moments after its previous
+    /// delivery. At the end, a few delivery ids are reused with the body of another event, 1 to 6 moments
+    /// after the event of that id executed.
     pub(crate) fn build(seed: u64) -> Result<Self, String> {
         let mut random = SplitMix64::new(seed);
         let events = build_events(seed, &mut random)?;
@@ -238,7 +240,7 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// A number in `0..bound`; the modulo bias is far below anything this example can notice.
+    /// Returns a number in `0..bound`. The modulo bias is far below anything this example can notice.
     fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
     }

@@ -19,7 +19,7 @@ pub(crate) struct Counts {
 }
 
 impl Counts {
-    /// The rows of the summary table: a label and a count.
+    /// Returns the rows of the summary table, each a label and a count.
     pub(crate) fn rows(&self) -> [(&'static str, usize); 7] {
         [
             ("deliveries", self.deliveries),
@@ -51,10 +51,10 @@ impl fmt::Display for AmbiguousLog {
     }
 }
 
-/// Walks the log moment by moment, keeping for each delivery id only whether a run completed and with which
-/// body. Inside one moment, the deliveries of one id that find no completed run are concurrent copies: one
-/// runs the handler and the others find its claim in progress, because the worker's handler waits until they
-/// have got their outcome.
+/// Computes the outcome counts by walking the log moment by moment, keeping for each delivery id only
+/// whether a run completed and with which body. Inside one moment, the deliveries of one id that find no
+/// completed run are concurrent copies. One of them runs the handler and the others find its claim in
+/// progress, because the handler waits until they have got that error.
 pub(crate) fn expected_counts(log: &DeliveryLog) -> Result<Counts, AmbiguousLog> {
     let mut counts = Counts::default();
     // Delivery id (as the event index) to the body (as the event index) of its completed run.

@@ -1,7 +1,7 @@
 //! The ledger: an append-only table in its own SQLite file, where the handler records each side effect.
 //!
-//! It stands for the system the webhook handler writes to (a database, a payment API). The exactly-once check
-//! reads it, so the check sees what ran, whatever outcome the runner returned.
+//! It is the system that the webhook handler writes to (a database, a payment API). The exactly-once checks
+//! read it, so they count what ran, whatever outcome the runner returned.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ pub(crate) struct LedgerRow {
     pub(crate) body_sha256: String,
 }
 
-/// What the handler appends.
+/// A side effect as the handler appends it.
 pub(crate) struct SideEffect<'a> {
     pub(crate) delivery_id: &'a str,
     pub(crate) event_type: &'a str,
@@ -36,7 +36,7 @@ impl Ledger {
     pub(crate) fn create(path: &Path) -> Result<Self, String> {
         let failed = |error: rusqlite::Error| format!("cannot create the ledger {}: {error}", path.display());
         let connection = Connection::open(path).map_err(failed)?;
-        // WAL without a sync per commit: the ledger lives as long as the run, so losing it on power loss is fine.
+        // WAL without a sync per commit, because the ledger only lives as long as the run.
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
@@ -56,7 +56,8 @@ impl Ledger {
         })
     }
 
-    /// Appends a side effect and returns its row number. Runs on Tokio's blocking pool, because SQLite blocks.
+    /// Appends a side effect and returns its row number. The insert runs on Tokio's blocking pool, because
+    /// SQLite blocks the thread.
     pub(crate) async fn append(&self, effect: SideEffect<'_>) -> Result<i64, String> {
         let connection = Arc::clone(&self.connection);
         let delivery_id = effect.delivery_id.to_owned();

@@ -19,7 +19,7 @@ const SCOPE: &str = "github";
 /// How long the handler waits for the concurrent copies of its delivery to get their "in progress" error.
 const COPY_WAIT: Duration = Duration::from_secs(5);
 
-/// What the handler returns, and what idem stores and replays: the ledger row its side effect wrote.
+/// The handler's output, which idem stores and replays: the ledger row that its side effect wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Receipt {
     pub(crate) ledger_row: i64,
@@ -196,12 +196,12 @@ impl Shared {
     }
 }
 
-/// Makes the in-progress count of a moment exact. When a moment holds several copies of one delivery, the copy
-/// that runs the handler waits until the others have got their "in progress" error, so none of them can arrive
-/// after the run completed and get a replay instead.
+/// Makes the in-progress count of a moment exact. When a moment contains several copies of one delivery, the
+/// copy that runs the handler waits until the others have got their "in progress" error. So none of them can
+/// arrive after the run completed and get a replay instead.
 struct Rendezvous {
-    /// Per (delivery id, body), as event indexes: how many other copies to wait for, and how many were
-    /// got it so far.
+    /// Per (delivery id, body), as event indexes: how many other copies to wait for, and how many of them
+    /// have got their in-progress error so far.
     copies: HashMap<(usize, usize), (usize, watch::Sender<usize>)>,
 }
 
@@ -225,8 +225,8 @@ impl Rendezvous {
         }
     }
 
-    /// Waits up to [`COPY_WAIT`] for the other copies; after that the run goes on, and the in-progress count
-    /// may then differ from the expected one, which the summary reports.
+    /// Waits up to [`COPY_WAIT`] for the other copies. After that the run goes on, and the summary then
+    /// reports an in-progress count that differs from the expected one.
     async fn wait_for_copies(&self, delivery: Delivery) {
         let Some((others, in_progress)) = self.copies.get(&(delivery.event, delivery.body_of)) else {
             return;
