@@ -99,7 +99,7 @@
 //!   (300 ms) and sleep past them, which also works for a store that reads a server's clock.
 //! - `self_expiring`: the backend removes expired records by itself, so purge may return 0.
 //!
-//! Declaring less skips cases: a skipped case passes and says why, and [`Report`] lists it. So declare
+//! Declaring less skips cases: a skipped case passes and prints why, and [`Report`] lists it. So declare
 //! everything your backend offers, and assert the declaration in your tests, as idem's own backends do.
 //!
 //! # Time and speed

@@ -135,7 +135,7 @@ pub(crate) async fn fingerprint_limit_is_64_bytes(backend: Arc<dyn Backend>) -> 
         env.begin(&key, &last, long()).await,
         "a fingerprint that differs in its 64th byte",
     );
-    let zeros = key_fp_pair(&env, "fp-zeros", 0x00).await;
+    let zeros = claim_with(&env, "fp-zeros", 0x00).await;
     assert_mismatch(
         env.begin(&zeros, &fp(0xFF), long()).await,
         "all-0xFF fingerprint on an all-0x00 claim",
@@ -143,7 +143,7 @@ pub(crate) async fn fingerprint_limit_is_64_bytes(backend: Arc<dyn Backend>) -> 
     CaseOutcome::Passed
 }
 
-async fn key_fp_pair(env: &Env, name: &str, byte: u8) -> IdempotencyKey {
+async fn claim_with(env: &Env, name: &str, byte: u8) -> IdempotencyKey {
     let key = key(name);
     env.acquire(&key, &fp(byte), long()).await;
     key
