@@ -16,12 +16,14 @@ use crate::store::SqliteStore;
 
 /// Default number of connections of a file-backed store.
 const DEFAULT_CONNECTIONS: usize = 4;
-/// Upper bound on connections. SQLite lets one connection write at a time, so more only hold file handles.
+/// Upper bound on connections. SQLite runs one writer at a time, so beyond a few connections only lookups
+/// gain, while each connection holds file handles and a page cache.
 const MAX_CONNECTIONS: usize = 64;
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_PURGE_BATCH_SIZE: usize = 1000;
-/// SQLite's default maximum length of a BLOB (`SQLITE_MAX_LENGTH`), which the bundled build keeps.
-const SQLITE_MAX_BLOB_BYTES: usize = 1_000_000_000;
+/// Largest accepted response limit. SQLite's `SQLITE_MAX_LENGTH` (1,000,000,000 bytes, kept by the bundled
+/// build) bounds a whole row, so this leaves 1 MB for the key, the fingerprint and the other columns.
+const MAX_RESPONSE_LIMIT: usize = 999_000_000;
 
 /// How often SQLite syncs the file to stable storage. Both modes run the database in WAL mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,7 +104,7 @@ impl SqliteStoreBuilder {
     }
 
     /// Sets the largest response that complete accepts, in bytes. Default: [`DEFAULT_MAX_RESPONSE_BYTES`]
-    /// (1 MiB); at most 1,000,000,000, SQLite's default maximum BLOB length.
+    /// (1 MiB); at most 999,000,000, because SQLite limits a row to 1,000,000,000 bytes.
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
         self.max_response_bytes = limit;
         self
@@ -207,9 +209,9 @@ impl SqliteStoreBuilder {
                     self.lapsed_claim_grace
                 ))
             })?;
-        if self.max_response_bytes > SQLITE_MAX_BLOB_BYTES {
+        if self.max_response_bytes > MAX_RESPONSE_LIMIT {
             return Err(setting(format!(
-                "max_response_bytes is {}, above SQLite's maximum BLOB length of {SQLITE_MAX_BLOB_BYTES} bytes; \
+                "max_response_bytes is {}, above the maximum of {MAX_RESPONSE_LIMIT} that a SQLite row can hold; \
                  pass a smaller limit",
                 self.max_response_bytes
             )));

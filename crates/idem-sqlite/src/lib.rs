@@ -33,9 +33,10 @@
 //! Every deadline is an integer count of milliseconds on the store's [`Clock`](idem_core::Clock), written
 //! into the row by the process that writes it. The default, [`SystemClock`](idem_core::SystemClock), is the
 //! wall clock since the Unix epoch, so that processes on one host agree. Because it is a wall clock, a step
-//! moves every deadline: a clock stepped forwards ends leases and retention early (a claim can be taken over
-//! while its holder still works, and the fencing token is what stops the old holder), and a clock stepped
-//! backwards extends them. Keep the host's clock disciplined (NTP slews rather than steps). A record expires
+//! moves every deadline. A clock stepped forwards ends leases and retention early: a claim can then be taken
+//! over while its holder still works, and only the fencing token stops the old holder downstream. A clock
+//! stepped backwards extends leases and retention. Keep the host's clock disciplined so that it slews rather
+//! than steps. A record expires
 //! at its deadline instant: at `now >= deadline`, not one millisecond later. Tests inject a
 //! [`ManualClock`](idem_core::ManualClock) with [`SqliteStoreBuilder::clock`].
 //!
@@ -43,7 +44,7 @@
 //!
 //! The database runs in WAL mode. With the default [`Synchronous::Normal`], a completed record survives a
 //! crash or kill of the process, but the last commits can be lost when the OS crashes or power fails,
-//! because the WAL is synced only at checkpoints. [`Synchronous::Full`] syncs at every commit and survives
+//! because the WAL is synced only at checkpoints (SQLite documentation of `PRAGMA synchronous`). [`Synchronous::Full`] syncs at every commit and survives
 //! both, at one fsync per write. A lost commit means a retry runs the work again, so pick `Full` where that
 //! costs more than an fsync.
 //!

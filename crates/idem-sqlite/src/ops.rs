@@ -240,7 +240,8 @@ fn take_over(
     ))
 }
 
-/// Tokens come from a positive i64 counter, so the conversion back cannot fail for stored tokens.
+/// Converts a fencing token for SQLite. Tokens come from an i64 counter that `next_fencing_token` checks to be
+/// positive, so they always fit.
 fn token_to_sql(token: u64) -> i64 {
     i64::try_from(token).unwrap_or(i64::MAX)
 }

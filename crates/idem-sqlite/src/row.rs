@@ -39,7 +39,7 @@ pub(crate) struct StoredCompleted {
 }
 
 impl StoredRecord {
-    /// Whether the record counts as absent at `now`: a claim past its grace period or a completed record
+    /// Returns whether the record counts as absent at `now`: a claim past its grace period or a completed record
     /// at or past its retention deadline.
     pub(crate) fn is_expired(&self, now: i64) -> bool {
         match self {

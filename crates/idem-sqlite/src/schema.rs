@@ -38,7 +38,7 @@ CREATE TABLE idem_records (
 CREATE INDEX idem_records_expires_at ON idem_records (expires_at);
 ";
 
-/// Where the database lives and how each connection is set up.
+/// Path of the database and the settings applied to each connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnectionSettings<'a> {
     pub(crate) path: &'a Path,
@@ -99,9 +99,9 @@ fn open_one(settings: ConnectionSettings<'_>) -> Result<Connection, OpenError> {
 
 /// Switches the file to WAL, which persists in the file.
 ///
-/// SQLite cannot change the journal mode inside a transaction, and the switch needs the file to itself: a
-/// process that loses the race to another one opening the same new file gets `SQLITE_BUSY`, sometimes
-/// without its busy handler running. So this retries until the busy timeout has passed.
+/// SQLite cannot change the journal mode inside a transaction, and the switch needs the file to itself. A
+/// process that opens the same new file at that moment can make it fail with `SQLITE_BUSY`, so this retries
+/// until the busy timeout has passed.
 fn enable_wal(connection: &Connection, busy_timeout: Duration) -> Result<(), OpenError> {
     let deadline = Instant::now() + busy_timeout;
     let mut pause = Duration::from_millis(1);

@@ -2,7 +2,9 @@
 
 mod support;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use idem_core::{BeginOutcome, IdempotencyStore, Lease};
@@ -125,4 +127,41 @@ async fn memory_store_one_winner() {
 
     assert_eq!(winners(&outcomes).len(), 1);
     assert_eq!(in_progress(&outcomes), TASKS - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_calls_keep_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::builder(dir.path().join("idem.db"))
+        .connections(1)
+        .open()
+        .await
+        .unwrap();
+
+    // Poll each begin once and drop it: depending on whether the connection is free, it is dropped while
+    // waiting for the connection or while its blocking task runs.
+    let mut finished = 0;
+    for i in 0..50 {
+        let name = key(&format!("k{i}"));
+        let payload = fingerprint(b"f");
+        let mut call = Box::pin(store.begin(&name, &payload, ttl_ms(60_000)));
+        let first_poll = std::future::poll_fn(|context| Poll::Ready(call.as_mut().poll(context))).await;
+        if first_poll.is_ready() {
+            finished += 1;
+        }
+        drop(call);
+    }
+
+    let after = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.begin(&key("after"), &fingerprint(b"f"), ttl_ms(60_000)),
+    )
+    .await
+    .expect("the only connection was lost")
+    .unwrap();
+    assert!(matches!(after, BeginOutcome::Acquired(_)), "{after:?}");
+    assert_eq!(
+        finished, 0,
+        "a begin finished on its first poll, so none was cancelled"
+    );
 }

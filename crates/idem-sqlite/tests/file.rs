@@ -163,7 +163,7 @@ async fn assert_corrupt(sql: &str, reason_part: &str) {
         "{sql}: {complete}"
     );
 
-    // The message tells the operator what to do, and delete works on the corrupt row.
+    // The message names the fix, and delete works on the corrupt row.
     assert!(format!("{begin}").contains("delete the record"), "{begin}");
     assert!(store.delete(&key("k")).await.unwrap(), "{sql}");
     acquired(
@@ -353,6 +353,35 @@ async fn background_purge_runs() {
         rows = row_count(&path);
     }
     assert_eq!(rows, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_purge_stops_with_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idem.db");
+    let store = SqliteStore::builder(&path)
+        .purge_interval(Duration::from_millis(10))
+        .open()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(store);
+
+    // Leaving WAL needs the file to itself, so it succeeds only once the task no longer keeps the store's
+    // connections open.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.busy_timeout(Duration::ZERO).unwrap();
+    let mut mode = String::new();
+    for _ in 0..250 {
+        mode = raw
+            .pragma_update_and_check(None, "journal_mode", "DELETE", |row| row.get::<_, String>(0))
+            .unwrap_or_default();
+        if mode == "delete" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mode, "delete");
 }
 
 #[tokio::test]
