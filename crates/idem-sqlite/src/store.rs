@@ -51,7 +51,8 @@ impl SqliteStore {
     }
 
     /// Starts the settings of a store on the file at `path`. The path `":memory:"` opens a private in-memory
-    /// database, as [`SqliteStore::in_memory`] does.
+    /// database, as [`SqliteStore::in_memory`] does. Other paths are file names: SQLite URIs such as
+    /// `file:idem.db?mode=ro` are not interpreted.
     pub fn builder(path: impl AsRef<Path>) -> SqliteStoreBuilder {
         SqliteStoreBuilder::new(path.as_ref())
     }
