@@ -1,4 +1,4 @@
-//! The conformance suite of idem's store backends: every rule an [`IdempotencyStore`] must keep, as cases
+//! The conformance suite of idem's store backends: every rule an [`IdempotencyStore`](idem_core::IdempotencyStore) must keep, as cases
 //! that run against a real backend.
 //!
 //! The memory and SQLite backends run it, and so should any store you write yourself. Each case opens a
