@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use idem_core::{BoxError, IdempotencyStore, ManualClock};
 
-/// What a backend can do beyond the rules every backend keeps. Cases that need a capability the harness
+/// The optional abilities of a backend, beyond the rules every backend keeps. Cases that need a capability the harness
 /// does not declare are skipped, so declare everything the backend offers.
 ///
 /// Build one with [`Capabilities::new`] (everything off) and the setters:

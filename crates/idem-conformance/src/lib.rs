@@ -1,5 +1,5 @@
-//! The conformance suite of idem's store backends: every rule an [`IdempotencyStore`](idem_core::IdempotencyStore) must keep, as cases
-//! that run against a real backend.
+//! The conformance suite of idem's store backends: every rule that an
+//! [`IdempotencyStore`](idem_core::IdempotencyStore) must keep, as cases that run against a real backend.
 //!
 //! The memory and SQLite backends run it, and so should any store you write yourself. Each case opens a
 //! fresh store through a [`Backend`] harness that you write for your store, drives it through the public

@@ -1,9 +1,9 @@
 //! The one list of cases, and the macros generated from it.
 
-/// Lists every case once, with its rule as documentation, and hands the list to one of two expansions:
-/// `registry`, which builds [`crate::CASES`] and the public functions of [`crate::cases`] inside this crate,
-/// and `tests`, which builds one `#[test]` per case in the crate that calls [`crate::conformance_tests!`].
-/// So the registry, the public functions and the generated tests cannot drift apart.
+/// Lists every case once, with its rule as documentation, and hands the list to one of two expansions.
+/// `registry` builds [`crate::CASES`] and the public functions of [`crate::cases`] inside this crate.
+/// `tests` builds one `#[test]` per case in the crate that calls [`crate::conformance_tests!`]. So the
+/// registry, the public functions and the generated tests cannot drift apart.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __idem_conformance_cases {
@@ -32,7 +32,7 @@ macro_rules! __idem_conformance_cases {
             /// beats a takeover.
             completed_ignores_lease_deadline,
             /// A begin with the same fingerprint on a lapsed claim takes it over: a new fencing token,
-            /// attempt + 1, and a live claim again; a second lapse and takeover makes attempt 3.
+            /// attempt + 1, and a live claim again. A second lapse and takeover makes attempt 3.
             takeover_of_lapsed_claim,
             /// After a takeover, complete with the old lease is lease lost and changes nothing, also after
             /// the new lease completed with the same response.
@@ -64,8 +64,8 @@ macro_rules! __idem_conformance_cases {
             release_of_gone_record_is_ok,
             /// Release after the lease completed is lease lost and keeps the completed record.
             release_after_complete_is_lost,
-            /// Renew moves the lease deadline to a whole TTL from now and returns the remaining time, keeping
-            /// token and attempt; the claim stays in progress past its original deadline.
+            /// Renew moves the lease deadline to a whole TTL from now, returns the remaining time, and keeps
+            /// token and attempt. The claim stays in progress past its original deadline.
             renew_extends_lease,
             /// Renew follows the fencing rule of complete: the holder of a lapsed claim that nobody took
             /// over can renew it, and the claim is live again.
@@ -84,11 +84,11 @@ macro_rules! __idem_conformance_cases {
             /// A completed record past its retention is gone: lookup returns nothing, and a begin acquires a
             /// new record at attempt 1 with a fencing token never used for the key.
             retention_expiry_frees_key,
-            /// A claim lapses at its deadline instant: 1 ms before, it is in progress with 1 ms left; at the
+            /// A claim lapses at its deadline instant. 1 ms before, it is in progress with 1 ms left. At the
             /// deadline, no time remains and a begin takes it over.
             lease_expires_at_deadline,
-            /// A completed record expires at its retention deadline instant: 1 ms before, it is replayed
-            /// with 1 ms left; at the deadline, lookup returns nothing and a begin acquires.
+            /// A completed record expires at its retention deadline instant. 1 ms before, it is replayed
+            /// with 1 ms left. At the deadline, lookup returns nothing and a begin acquires.
             retention_expires_at_deadline,
             /// A lapsed claim stays through its grace period and disappears at its end; purge counts it, and
             /// its old lease can no longer complete.
@@ -96,8 +96,8 @@ macro_rules! __idem_conformance_cases {
             /// Delete removes a claim or a completed record and returns true, returns false for an absent
             /// key, and a claim after delete gets a new fencing token.
             delete_removes_any_record,
-            /// Purge removes completed records past retention and returns how many (or 0 for a backend that
-            /// expires records by itself); it keeps records within retention, live claims and lapsed claims
+            /// Purge removes completed records past retention and returns how many, or 0 for a backend that
+            /// expires records by itself. It keeps records within retention, live claims and lapsed claims
             /// within their grace period.
             purge_counts_expired,
             /// A zero TTL is invalid input on the TTL in every form, never "forever"; a TTL above Ttl::MAX is
@@ -106,9 +106,9 @@ macro_rules! __idem_conformance_cases {
             /// Ttl::MAX works as lease and retention TTL without overflow: begin, renew after 50 years,
             /// complete, and a replay 99 years later.
             max_ttl_works,
-            /// Key and scope limits count UTF-8 bytes: 255 bytes of 2- and 4-byte characters work end to end
-            /// and stay distinct, 256 bytes are invalid input naming the key or scope, an empty key is
-            /// invalid, and rejected keys store nothing.
+            /// Key and scope limits count UTF-8 bytes. Keys and scopes of 255 bytes of 2- and 4-byte
+            /// characters work end to end and stay distinct. 256 bytes are invalid input naming the key or
+            /// scope, an empty key is invalid, and rejected keys store nothing.
             key_length_counts_bytes,
             /// Control characters in a key or scope are invalid input naming which; other characters stay
             /// valid and distinct.
@@ -208,7 +208,7 @@ macro_rules! __idem_conformance_cases {
 ///
 /// The first argument names the module, so `cargo test -- --list` shows `memory::begin_acquires_fresh_key`
 /// and the like, and each case passes or fails by its own name. The second is a closure that returns a
-/// future of a fresh harness; it runs once per case, inside the case's own multi-threaded Tokio runtime
+/// future of a fresh harness. It runs once per case, inside the case's own multi-threaded Tokio runtime
 /// (4 worker threads), so it may open connections. A case that needs a capability the harness lacks passes
 /// and prints why it was skipped.
 ///

@@ -12,7 +12,7 @@ use crate::backend::Backend;
 /// short real TTLs, well under this.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How a case that did not fail ended.
+/// The end of a case that did not fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaseOutcome {
     /// Every check held.
@@ -33,12 +33,12 @@ pub struct Case {
 }
 
 impl Case {
-    /// The case's name, as in [`crate::cases`] and in the tests of [`crate::conformance_tests!`].
+    /// Returns the case's name, as in [`crate::cases`] and in the tests of [`crate::conformance_tests!`].
     pub fn name(&self) -> &'static str {
         self.name
     }
 
-    /// The rule the case checks, in words.
+    /// Returns the rule the case checks, in words.
     pub fn rule(&self) -> &'static str {
         self.rule.trim()
     }
@@ -80,7 +80,7 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// How one case ended.
+/// The end of one case.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
     /// Every check held.
@@ -96,7 +96,7 @@ pub enum Status {
 pub struct CaseResult {
     /// The case that ran.
     pub case: Case,
-    /// How it ended.
+    /// The case's end: passed, skipped or failed.
     pub status: Status,
 }
 
@@ -129,7 +129,7 @@ impl Report {
             .collect()
     }
 
-    /// Whether no case failed. Skipped cases do not count as failures.
+    /// Returns whether no case failed. Skipped cases do not count as failures.
     pub fn is_success(&self) -> bool {
         self.failures().next().is_none()
     }

@@ -1,4 +1,4 @@
-//! What every case starts from: a fresh store, its clock, and checked shorthands for the store calls.
+//! The start of every case: a fresh store, its clock, and checked shorthands for the store calls.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,7 @@ pub(crate) fn retain() -> Ttl {
     ttl(RETAIN_MS)
 }
 
-/// A 32-byte fingerprint filled with `byte`.
+/// Returns a 32-byte fingerprint filled with `byte`.
 pub(crate) fn fp(byte: u8) -> Fingerprint {
     Fingerprint::new(vec![byte; 32]).expect("32 bytes is within the fingerprint limit")
 }
@@ -120,7 +120,7 @@ impl Env {
         self.backend.lapsed_claim_grace()
     }
 
-    /// A lease TTL that expiry cases let pass with [`Env::pass`].
+    /// Returns a lease TTL that expiry cases let pass with [`Env::pass`].
     pub(crate) fn short(&self) -> Ttl {
         ttl(if self.clock.is_some() {
             SHORT_CLOCK_MS
@@ -129,8 +129,8 @@ impl Env {
         })
     }
 
-    /// Lets `span` pass: exactly, on an injected clock, so that a deadline `span` from now is reached; or by
-    /// sleeping a margin past it on a real clock.
+    /// Lets `span` pass. An injected clock moves exactly `span`, so a deadline `span` from now is reached.
+    /// On a real clock the case sleeps a margin past it.
     pub(crate) async fn pass(&self, span: Ttl) {
         match &self.clock {
             Some(clock) => clock.advance(span.as_duration()),
