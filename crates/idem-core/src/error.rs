@@ -46,7 +46,7 @@ pub enum Error {
     /// An argument was rejected before anything was stored.
     #[error("invalid {field}: {reason}")]
     InvalidInput {
-        /// Which value was rejected.
+        /// The kind of value that was rejected.
         field: InputField,
         /// Why, and what a valid value looks like. Key strings are not echoed, only their length.
         reason: String,
@@ -131,7 +131,7 @@ pub enum Error {
     CorruptRecord {
         /// The key whose record is corrupt.
         key: KeyLabel,
-        /// What was wrong with it.
+        /// The decoding problem found in the record.
         reason: String,
     },
 

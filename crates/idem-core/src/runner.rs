@@ -1,4 +1,4 @@
-//! The runner: runs a closure at most once per key and replays its stored output to every retry.
+//! The runner: runs a closure when its key is new and replays the stored output to every retry.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -83,7 +83,7 @@ pub enum RunError<T, E> {
     NotRecorded {
         /// The closure's output.
         output: T,
-        /// Why it was not recorded.
+        /// The error that kept the output from being stored.
         #[source]
         source: Error,
     },
@@ -99,7 +99,7 @@ impl<T, E> RunError<T, E> {
     }
 }
 
-/// What the closure gets: its lease, and a signal that fires if the lease is lost.
+/// The closure's view of its run: the lease, and a signal that fires if the lease is lost.
 #[derive(Debug, Clone)]
 pub struct LeaseContext {
     lease: Lease,
@@ -196,7 +196,8 @@ impl RunnerBuilder {
     }
 }
 
-/// Runs closures at most once per key on top of a store, and replays their outputs to retries.
+/// Runs a closure once per key on top of a store, and replays its output to retries. The closure runs again
+/// only after its key was released (an error, panic or drop) or its lease lapsed and another caller took over.
 ///
 /// Cheap to clone; clones share the store.
 #[derive(Clone)]
@@ -248,8 +249,8 @@ impl Runner {
     ///
     /// While `work` runs, the runner renews its lease. When `work` returns `Ok`, the output is encoded,
     /// decoded once as a check, and stored for the retention period. When it returns `Err`, panics, or its
-    /// future is dropped, the key is released so that a retry runs `work` again (on a drop the release runs
-    /// in a spawned task; without a runtime the claim lapses at its lease deadline).
+    /// future is dropped, the key is released so that a retry runs `work` again. On a drop the release runs
+    /// in a spawned task. Outside a Tokio runtime it cannot run, and the claim lapses at its lease deadline.
     ///
     /// # Errors
     /// [`RunError::Store`] when `work` did not run, [`RunError::Handler`] with `work`'s error, and
