@@ -548,3 +548,74 @@ async fn runner_concurrent_sqlite_runs_once() {
     let store = SqliteStore::open(directory.path().join("idem.db")).await.unwrap();
     run_concurrently(Arc::new(store), 48).await;
 }
+
+#[test]
+fn runner_builder_rejects_bad_settings() {
+    let store = memory();
+    let cases = [
+        (
+            "lease_ttl",
+            Runner::builder(Arc::clone(&store))
+                .lease_ttl(Duration::from_millis(99))
+                .build(),
+        ),
+        (
+            "lease_ttl",
+            Runner::builder(Arc::clone(&store))
+                .lease_ttl(Duration::ZERO)
+                .build(),
+        ),
+        (
+            "TTL",
+            Runner::builder(Arc::clone(&store))
+                .retention(Duration::ZERO)
+                .build(),
+        ),
+        (
+            "TTL",
+            Runner::builder(Arc::clone(&store))
+                .retention(Duration::MAX)
+                .build(),
+        ),
+        (
+            "max_run_time",
+            Runner::builder(Arc::clone(&store))
+                .max_run_time(Duration::ZERO)
+                .build(),
+        ),
+        (
+            "wait_for_result",
+            Runner::builder(Arc::clone(&store))
+                .wait_for_result(Duration::ZERO)
+                .build(),
+        ),
+    ];
+
+    for (named, result) in cases {
+        let error = result.unwrap_err();
+        assert!(matches!(error, Error::InvalidInput { .. }), "{named}: {error}");
+        assert!(error.to_string().contains(named), "{named}: {error}");
+    }
+    assert!(
+        Runner::builder(store)
+            .lease_ttl(idem::MIN_LEASE_TTL)
+            .build()
+            .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_handler_error_message_names_cause() {
+    let runner = Runner::new(memory());
+    let result = runner
+        .run(&key("declined"), &fingerprint("{}"), |_| async {
+            Err::<u32, _>(std::io::Error::other("card declined: insufficient funds"))
+        })
+        .await;
+
+    let error = result.unwrap_err();
+    assert!(
+        error.to_string().contains("card declined: insufficient funds"),
+        "{error}"
+    );
+}

@@ -48,15 +48,33 @@ pub(crate) fn decode<T: DeserializeOwned>(format: u8, key: &IdempotencyKey, byte
         ));
     };
     if found != format {
-        return Err(corrupt(format!(
-            "format byte {found:#04x}, expected {format:#04x}; it was written by another idem version, another runner method or another program"
-        )));
+        let writer = match found {
+            FORMAT_VALUE_V1 => {
+                "Runner::run, but was read by Runner::run_storing_errors; use one method per key".into()
+            }
+            FORMAT_RESULT_V1 => {
+                "Runner::run_storing_errors, but was read by Runner::run; use one method per key".into()
+            }
+            _ => format!(
+                "another idem version or another program (format byte {found:#04x}, expected {format:#04x})"
+            ),
+        };
+        return Err(corrupt(format!("the stored output was written by {writer}")));
     }
-    postcard::from_bytes(payload).map_err(|error| {
+
+    // postcard ignores bytes left over after a value, so a leftover means the stored value is of another type.
+    let (value, rest) = postcard::take_from_bytes(payload).map_err(|error| {
         corrupt(format!(
             "the stored output does not decode as the expected type ({error}); the type changed incompatibly"
         ))
-    })
+    })?;
+    if !rest.is_empty() {
+        return Err(corrupt(format!(
+            "the stored output decodes as the expected type with {} bytes left over, so it was written as another type",
+            rest.len()
+        )));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -94,6 +112,23 @@ mod tests {
         let error = encode_checked(FORMAT_VALUE_V1, &Untagged::Text("x".into())).unwrap_err();
         assert!(matches!(error, Error::Encoding { .. }), "{error}");
         let _ = Untagged::Number(1);
+    }
+
+    #[test]
+    fn leftover_bytes_are_corrupt() {
+        let key = IdempotencyKey::unscoped("k").unwrap();
+        let bytes = encode_checked(FORMAT_VALUE_V1, &"contact-1".to_string()).unwrap();
+        let error = decode::<u64>(FORMAT_VALUE_V1, &key, &bytes).unwrap_err();
+        assert!(matches!(error, Error::CorruptRecord { .. }), "{error}");
+        assert!(error.to_string().contains("left over"), "{error}");
+    }
+
+    #[test]
+    fn other_runner_method_is_named() {
+        let key = IdempotencyKey::unscoped("k").unwrap();
+        let bytes = encode_checked(FORMAT_RESULT_V1, &Ok::<u32, String>(7)).unwrap();
+        let error = decode::<u32>(FORMAT_VALUE_V1, &key, &bytes).unwrap_err();
+        assert!(error.to_string().contains("run_storing_errors"), "{error}");
     }
 
     #[test]

@@ -34,7 +34,9 @@ impl IdempotencyKey {
     /// Derives a key from the parts of the event that triggered a write, such as a provider name and a
     /// payment id, for callers that receive no `Idempotency-Key`.
     ///
-    /// The key string is the 64 lowercase hex digits of the digest described in the [module docs](self).
+    /// The key string is the 64 lowercase hex digits of SHA-256 over the domain `idem.key.v1` and the parts,
+    /// each preceded by its length as a big-endian `u64`. The derivation never changes, so keys stay stable
+    /// across versions.
     ///
     /// # Errors
     /// [`crate::Error::InvalidInput`] when the scope is invalid.
@@ -46,7 +48,8 @@ impl IdempotencyKey {
 impl Fingerprint {
     /// Derives a 32-byte fingerprint from request parts, such as method, path and body.
     ///
-    /// Pass the parts that make two requests "the same request"; the order matters.
+    /// Pass the parts that make two requests "the same request"; the order matters. The bytes are SHA-256
+    /// over the domain `idem.fingerprint.v1` and the parts, each preceded by its length as a big-endian `u64`.
     pub fn from_parts(parts: &[&[u8]]) -> Self {
         Self::new(digest_parts(FINGERPRINT_DOMAIN, parts).to_vec())
             .expect("a SHA-256 digest is 32 bytes, within the fingerprint limit")

@@ -122,8 +122,8 @@ pub use key::{IdempotencyKey, KeyLabel, MAX_KEY_BYTES};
 pub use lease::Lease;
 pub use record::{ClaimRecord, CompletedRecord, Record};
 pub use runner::{
-    DEFAULT_LEASE_TTL, DEFAULT_MAX_RUN_TIME, DEFAULT_RETENTION, LeaseContext, RunError, RunOutcome, Runner,
-    RunnerBuilder,
+    DEFAULT_LEASE_TTL, DEFAULT_MAX_RUN_TIME, DEFAULT_RETENTION, LeaseContext, MIN_LEASE_TTL, RunError,
+    RunOutcome, Runner, RunnerBuilder,
 };
 pub use store::{BeginOutcome, DEFAULT_LAPSED_CLAIM_GRACE, DEFAULT_MAX_RESPONSE_BYTES, IdempotencyStore};
 pub use ttl::Ttl;

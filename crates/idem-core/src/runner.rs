@@ -28,6 +28,10 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// Default maximum run time of a [`Runner`]: 5 minutes.
 pub const DEFAULT_MAX_RUN_TIME: Duration = Duration::from_secs(5 * 60);
 
+/// Shortest lease TTL a [`Runner`] accepts: 100 ms. A shorter lease lapses between renewals on a busy
+/// machine, and every lapse lets another caller run the work again.
+pub const MIN_LEASE_TTL: Duration = Duration::from_millis(100);
+
 const COMPLETE_ATTEMPTS: u32 = 3;
 const FIRST_POLL: Duration = Duration::from_millis(20);
 const MAX_POLL: Duration = Duration::from_secs(1);
@@ -73,7 +77,7 @@ pub enum RunError<T, E> {
     Store(Error),
 
     /// The closure returned an error. The key was released, so a retry runs the closure again.
-    #[error("the idempotent operation failed; the key was released so a retry runs it again")]
+    #[error("the idempotent operation failed, so the key was released and a retry runs it again: {0}")]
     Handler(#[source] E),
 
     /// The closure ran and returned `output`, but the output could not be recorded (the store failed, the
@@ -100,10 +104,19 @@ impl<T, E> RunError<T, E> {
 }
 
 /// The closure's view of its run: the lease, and a signal that fires if the lease is lost.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LeaseContext {
     lease: Lease,
     lost: watch::Receiver<bool>,
+}
+
+impl fmt::Debug for LeaseContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseContext")
+            .field("lease", &self.lease)
+            .field("lost", &self.is_lost())
+            .finish()
+    }
 }
 
 impl LeaseContext {
@@ -148,8 +161,9 @@ pub struct RunnerBuilder {
 }
 
 impl RunnerBuilder {
-    /// Sets the lease TTL: how long a claim protects a run that stopped renewing (a crash). Default 30 s.
-    /// The runner renews the lease every third of it while the closure runs.
+    /// Sets the lease TTL: how long a claim protects a run that stopped renewing (a crash). Default 30 s,
+    /// at least [`MIN_LEASE_TTL`]. The runner renews the lease every third of it while the closure runs, so
+    /// pick several times the store's worst latency.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
@@ -169,7 +183,7 @@ impl RunnerBuilder {
     }
 
     /// Waits up to `limit` for another caller's result when the key is in progress, and replays it, instead
-    /// of returning [`Error::InProgress`] at once. Default: no wait.
+    /// of returning [`Error::InProgress`] at once. Default: no wait. The limit must be above zero.
     pub fn wait_for_result(mut self, limit: Duration) -> Self {
         self.wait = Some(limit);
         self
@@ -178,8 +192,24 @@ impl RunnerBuilder {
     /// Validates the settings and builds the runner.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when a TTL is zero or too large, or the maximum run time is zero.
+    /// [`Error::InvalidInput`] when a TTL is zero or too large, the lease TTL is below [`MIN_LEASE_TTL`], or
+    /// the maximum run time or the wait limit is zero.
     pub fn build(self) -> Result<Runner> {
+        if self.lease_ttl < MIN_LEASE_TTL {
+            return Err(Error::invalid(
+                InputField::Setting,
+                format!(
+                    "lease_ttl of {:?} is below the minimum of {MIN_LEASE_TTL:?}; pass several times the store's worst latency, such as 30 s",
+                    self.lease_ttl
+                ),
+            ));
+        }
+        if self.wait.is_some_and(|limit| limit.is_zero()) {
+            return Err(Error::invalid(
+                InputField::Setting,
+                "wait_for_result limit is zero; pass how long to wait for another caller's result, or do not call wait_for_result",
+            ));
+        }
         if self.max_run_time.is_zero() {
             return Err(Error::invalid(
                 InputField::Setting,

@@ -98,6 +98,15 @@ impl MemoryStoreBuilder {
                 "pass at least 1 ms so that the holder of a lapsed claim can still complete it",
             ));
         }
+        if self.lapsed_claim_grace > idem_core::Ttl::MAX.as_duration() {
+            return Err(Error::invalid(
+                InputField::Setting,
+                format!(
+                    "lapsed_claim_grace of {:?} is longer than the maximum TTL of 100 years; pass a shorter duration",
+                    self.lapsed_claim_grace
+                ),
+            ));
+        }
         if self.max_response_bytes == 0 {
             return Err(zero_setting(
                 "max_response_bytes",

@@ -200,7 +200,7 @@ async fn max_ttl_does_not_overflow() {
     let clock = ManualClock::new(Duration::from_millis(u64::MAX / 2));
     let store = MemoryStore::builder()
         .clock(Arc::new(clock.clone()))
-        .lapsed_claim_grace(Duration::from_secs(u64::MAX))
+        .lapsed_claim_grace(Ttl::MAX.as_duration())
         .build()
         .unwrap();
     let key = key("max-ttl");

@@ -294,6 +294,10 @@ fn builder_rejects_zero_settings() {
             "max_response_bytes",
             MemoryStore::builder().max_response_bytes(0).build(),
         ),
+        (
+            "lapsed_claim_grace",
+            MemoryStore::builder().lapsed_claim_grace(Duration::MAX).build(),
+        ),
     ];
 
     for (name, result) in cases {

@@ -188,6 +188,15 @@ impl SqliteStoreBuilder {
                 "the database path is empty; pass a file path, or \":memory:\" for a private in-memory store",
             ));
         }
+        // The bundled SQLite is built with SQLITE_USE_URI, so it reads any name that starts with "file:" as a
+        // URI whatever the open flags say, and "?mode=ro" or "?mode=memory" would change what the store is.
+        if self.path.to_string_lossy().starts_with("file:") {
+            return Err(setting(format!(
+                "the database path {:?} starts with \"file:\", which SQLite reads as a URI; pass a plain file path \
+                 (prefix it with \"./\" if the file name really starts with \"file:\")",
+                self.path
+            )));
+        }
         if connections == 0 || connections > MAX_CONNECTIONS {
             return Err(setting(format!(
                 "connections is {connections}; pass 1 to {MAX_CONNECTIONS}"
@@ -209,6 +218,12 @@ impl SqliteStoreBuilder {
                     self.lapsed_claim_grace
                 ))
             })?;
+        if self.max_response_bytes == 0 {
+            return Err(setting(
+                "max_response_bytes is zero, so no response could be stored and every retry would run again; \
+                 pass the largest response to store in bytes, such as 1048576 (1 MiB)",
+            ));
+        }
         if self.max_response_bytes > MAX_RESPONSE_LIMIT {
             return Err(setting(format!(
                 "max_response_bytes is {}, above the maximum of {MAX_RESPONSE_LIMIT} that a SQLite row can hold; \

@@ -81,8 +81,8 @@ pub(crate) fn open_connections(
 }
 
 fn open_one(settings: ConnectionSettings<'_>) -> Result<Connection, OpenError> {
-    // No SQLITE_OPEN_URI: the path is a plain file name, so "file:...?mode=memory" cannot quietly turn a
-    // file store into a per-connection memory database.
+    // No SQLITE_OPEN_URI. The bundled build still reads names that start with "file:" as URIs, so the
+    // builder rejects those paths before they get here.
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(settings.path, flags)?;

@@ -51,8 +51,8 @@ impl SqliteStore {
     }
 
     /// Starts the settings of a store on the file at `path`. The path `":memory:"` opens a private in-memory
-    /// database, as [`SqliteStore::in_memory`] does. Other paths are file names: SQLite URIs such as
-    /// `file:idem.db?mode=ro` are not interpreted.
+    /// database, as [`SqliteStore::in_memory`] does. Other paths are file names. A path that starts
+    /// with `file:` is rejected at open, because SQLite would read it as a URI such as `file:idem.db?mode=ro`.
     pub fn builder(path: impl AsRef<Path>) -> SqliteStoreBuilder {
         SqliteStoreBuilder::new(path.as_ref())
     }

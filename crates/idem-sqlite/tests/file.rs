@@ -471,6 +471,16 @@ async fn invalid_settings_rejected() {
             "max_response_bytes",
         ),
         (
+            "zero response limit",
+            SqliteStore::builder(&path).max_response_bytes(0),
+            "max_response_bytes is zero",
+        ),
+        (
+            "URI path",
+            SqliteStore::builder("file:idem.db?mode=memory"),
+            "reads as a URI",
+        ),
+        (
             "batch size",
             SqliteStore::builder(&path).purge_batch_size(0),
             "purge_batch_size is 0",
