@@ -1,7 +1,7 @@
 //! idem: idempotency keys for Rust services.
 //!
 //! This facade re-exports [`idem_core`] and, behind features, the backends: `memory` ([`memory`]) and
-//! `sqlite` ([`sqlite`]), both on by default.
+//! `sqlite` ([`sqlite`]), both on by default, and `redis` ([`redis`]), off by default.
 
 pub use idem_core::*;
 
@@ -12,3 +12,7 @@ pub use idem_memory as memory;
 /// The SQLite backend (feature `sqlite`).
 #[cfg(feature = "sqlite")]
 pub use idem_sqlite as sqlite;
+
+/// The Redis and Redis Cluster backend (feature `redis`).
+#[cfg(feature = "redis")]
+pub use idem_redis as redis;
