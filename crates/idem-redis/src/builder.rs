@@ -156,10 +156,12 @@ impl RedisStoreBuilder {
         let settings = self.validate()?;
         let redacted = self.redacted_urls();
         let attempt = async {
-            match &self.target {
-                Target::Single(url) => self.connect_single(url).await,
-                Target::Cluster(urls) => self.connect_cluster(urls).await,
-            }
+            let connection = match &self.target {
+                Target::Single(url) => self.connect_single(url).await?,
+                Target::Cluster(urls) => self.connect_cluster(urls).await?,
+            };
+            connection.ping().await?;
+            Ok::<_, redis::RedisError>(connection)
         };
         // The client retries a refused connection with backoff, so the whole connect gets one deadline.
         let connection = match tokio::time::timeout(self.connect_timeout, attempt).await {

@@ -23,6 +23,17 @@ impl Connection {
         }
     }
 
+    /// Sends `PING`, so that a missing or wrong password fails at connect rather than at the first call.
+    pub(crate) async fn ping(&self) -> RedisResult<()> {
+        let mut ping = Cmd::new();
+        ping.arg("PING");
+        match self {
+            Connection::Single(manager) => ping.query_async::<Value>(&mut manager.clone()).await?,
+            Connection::Cluster(cluster) => ping.query_async::<Value>(&mut cluster.clone()).await?,
+        };
+        Ok(())
+    }
+
     /// Runs `WAIT replicas timeout` on the primary that holds `redis_key`, and returns how many replicas
     /// acknowledged the writes made so far on that connection.
     pub(crate) async fn wait_for_replicas(
