@@ -551,3 +551,20 @@ async fn durable_cases_with_aof() {
     }
     drop(server);
 }
+
+/// A `rediss://` URL builds a TLS client; against a server without TLS the connect fails with an error
+/// instead of a panic or a plain-text session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_url_to_plain_server_fails() {
+    if !redis_available() {
+        return;
+    }
+    let server = start_server(RedisOptions::default()).await;
+    let url = format!("rediss://127.0.0.1:{}/", server.port());
+    let result = RedisStore::builder(&url)
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await;
+    assert!(matches!(result, Err(Error::Unavailable { .. })), "{result:?}");
+    drop(server);
+}

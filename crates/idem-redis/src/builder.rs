@@ -88,7 +88,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Sets how long one attempt to open a connection (TCP, TLS and `AUTH`) may take. Default: 1 s.
+    /// Sets how long one attempt to open a connection (TCP, TLS and `AUTH`) may take, and the deadline of
+    /// the whole [`RedisStoreBuilder::connect`] call. Default: 1 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -137,6 +138,13 @@ impl RedisStoreBuilder {
         self
     }
 
+    fn uses_tls(&self) -> bool {
+        match &self.target {
+            Target::Single(url) => url.starts_with("rediss://"),
+            Target::Cluster(urls) => urls.iter().any(|url| url.starts_with("rediss://")),
+        }
+    }
+
     fn redacted_urls(&self) -> Vec<String> {
         match &self.target {
             Target::Single(url) => vec![url::redact(url)],
@@ -154,6 +162,9 @@ impl RedisStoreBuilder {
     /// the connect timeout.
     pub async fn connect(self) -> Result<RedisStore, Error> {
         let settings = self.validate()?;
+        if self.uses_tls() {
+            install_crypto_provider();
+        }
         let redacted = self.redacted_urls();
         let attempt = async {
             let connection = match &self.target {
@@ -296,6 +307,15 @@ impl RedisStoreBuilder {
             operation_timeout: self.operation_timeout,
             wait_for_replicas: wait,
         })
+    }
+}
+
+/// Installs ring as the process's rustls crypto provider unless one is installed, because rustls panics at
+/// the first TLS connection when it cannot tell which provider to use.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may install one first; then that one stays, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 

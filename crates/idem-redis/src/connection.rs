@@ -34,7 +34,7 @@ impl Connection {
         Ok(())
     }
 
-    /// Runs `WAIT replicas timeout` on the primary that holds `redis_key`, and returns how many replicas
+    /// Runs `WAIT replicas timeout` on the primary that stores `redis_key`, and returns how many replicas
     /// acknowledged the writes made so far on that connection.
     pub(crate) async fn wait_for_replicas(
         &self,

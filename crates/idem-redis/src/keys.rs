@@ -36,7 +36,7 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Returns the name of the Redis hash that holds `key`'s record: `<prefix>{<hex SHA-256 of the storage key>}`.
+/// Returns the name of the Redis hash that stores `key`'s record: `<prefix>{<hex SHA-256 of the storage key>}`.
 ///
 /// Every Redis key of one idempotency key carries the same hash tag, so Redis Cluster keeps them in one slot
 /// and a script can touch them together. The tag is a hex digest rather than the scope and key strings, because

@@ -1,7 +1,7 @@
 //! The Lua scripts behind every store operation, and the decoding of their replies.
 //!
 //! Each operation that reads and then writes is one script, so Redis runs it atomically. Scripts are sent by
-//! hash (`EVALSHA`); the redis crate's [`Script`] loads a script again when the server answers `NOSCRIPT`,
+//! hash (`EVALSHA`); the redis crate's [`Script`] loads a script again when the server replies `NOSCRIPT`,
 //! as it does after a restart. On Redis Cluster the load goes to every node.
 //!
 //! # Record layout, version 1

@@ -99,7 +99,7 @@ impl RedisStore {
         }
     }
 
-    /// Returns the name of the Redis hash that holds `key`'s record: the key prefix, then the hex SHA-256
+    /// Returns the name of the Redis hash that stores `key`'s record: the key prefix, then the hex SHA-256
     /// digest of the key in braces (a Redis Cluster hash tag). For operators who inspect records with
     /// `redis-cli`.
     pub fn record_key(&self, key: &IdempotencyKey) -> String {
@@ -521,14 +521,14 @@ impl IdempotencyStore for RedisStore {
 /// The largest fencing token this process was granted, on any key and any store.
 static LAST_TOKEN: AtomicU64 = AtomicU64::new(0);
 
-/// Returns the lowest token the next begin of this process may grant. Tokens are unique per key by the
-/// record alone; this floor also keeps the leases one process acquires on different keys apart, when they
-/// fall in the same millisecond.
+/// Returns the lowest token the next begin of this process may grant. The record alone keeps tokens unique
+/// per key. This floor also keeps apart the leases that one process acquires on different keys in the same
+/// millisecond.
 fn token_floor() -> u64 {
     LAST_TOKEN.load(Ordering::Relaxed).saturating_add(1)
 }
 
-/// Returns a value that tells one begin call from every other, so that a begin the client sent twice
+/// Returns a value that distinguishes one begin call from every other, so that a begin the client sent twice
 /// (a retry after a lost reply) gets its own lease back instead of "in progress".
 fn begin_nonce() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -553,7 +553,7 @@ fn lease_lost(operation: &str, lease: &Lease) -> Error {
     }
 }
 
-/// Whether repeating a call that failed with `error` can succeed: connection and timeout failures, a
+/// Returns whether repeating a call that failed with `error` can succeed: connection and timeout failures, a
 /// cluster in reconfiguration, a server loading its data or busy with a script.
 pub(crate) fn is_retryable(error: &RedisError) -> bool {
     if matches!(error.code(), Some("BUSY" | "LOADING" | "OOM")) {

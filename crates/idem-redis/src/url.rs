@@ -8,12 +8,13 @@ const SECRET_QUERY_KEYS: [&str; 2] = ["pass", "password"];
 
 /// Returns `url` with its password replaced by `***`: the part after `user:` in the authority, the whole
 /// user part when it has no colon (some clients read `redis://secret@host` as a password), and the values
-/// of `pass` and `password` query parameters. Works on any string, parsed or not.
+/// of `pass` and `password` query parameters. A string without `://` is not shown at all, because it
+/// may be a password pasted in the wrong place.
 pub(crate) fn redact(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(at) => url.split_at(at + 3),
-        None => ("", url),
+    let Some(at) = url.find("://") else {
+        return format!("<{} bytes without a scheme>", url.len());
     };
+    let (scheme, rest) = url.split_at(at + 3);
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     let authority = match authority.rfind('@') {
