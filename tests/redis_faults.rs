@@ -441,10 +441,17 @@ async fn password_stays_hidden() {
     let text = format!("{error} {error:?}");
     assert!(!text.contains("wrong-password-77"), "{text}");
     assert!(!text.contains(password), "{text}");
+    // A rejected password is reported as such, not as a timeout that a retry could fix.
+    assert!(!error.is_retryable(), "{text}");
+    assert!(
+        text.to_lowercase().contains("wrongpass") || text.contains("authentication"),
+        "{text}"
+    );
 
     let unauthenticated = url.replace(&format!(":{password}@"), "");
     let error = RedisStore::connect(&unauthenticated).await.unwrap_err();
     assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
+    assert!(!error.is_retryable(), "{error:?}");
     drop(server);
 }
 

@@ -82,7 +82,7 @@ impl RedisStoreBuilder {
     }
 
     /// Sets the prefix of every Redis key the store writes, so that applications on one server stay apart.
-    /// Default: `idem:`. 1 to 64 bytes, printable, without spaces or braces.
+    /// Default: `idem:`. 1 to 64 bytes of printable characters, without spaces or braces.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
         self
@@ -210,6 +210,18 @@ impl RedisStoreBuilder {
 
     async fn connect_single(&self, url: &str) -> redis::RedisResult<Connection> {
         let client = redis::Client::open(url::parse(url).map_err(invalid_config)?)?;
+
+        // The connection manager retries a failed handshake until the connect timeout, which would turn a
+        // rejected password into a timeout. One direct handshake first reports it at once.
+        let probe_config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout));
+        let mut probe = client
+            .get_multiplexed_async_connection_with_config(&probe_config)
+            .await?;
+        redis::cmd("PING").query_async::<()>(&mut probe).await?;
+        drop(probe);
+
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout))
@@ -315,7 +327,11 @@ impl RedisStoreBuilder {
 fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Another thread may install one first; then that one stays, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Newer rustls 0.23 releases deprecate this constructor in favour of a constant; the call still
+        // works there, and the workspace lock pins a release without the deprecation.
+        #[allow(deprecated)]
+        let provider = rustls::crypto::ring::default_provider();
+        let _ = provider.install_default();
     }
 }
 

@@ -559,6 +559,13 @@ pub(crate) fn is_retryable(error: &RedisError) -> bool {
     if matches!(error.code(), Some("BUSY" | "LOADING" | "OOM")) {
         return true;
     }
+    // A rejected password or user stays rejected until the configuration changes.
+    if matches!(error.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+        || error.kind() == redis::ErrorKind::AuthenticationFailed
+        || error.to_string().contains("without any password configured")
+    {
+        return false;
+    }
     !matches!(error.retry_method(), RetryMethod::NoRetry)
 }
 
