@@ -289,7 +289,8 @@ impl IdempotencyLayerBuilder {
     /// the request head, for example from an authentication header or a request extension that an
     /// authentication layer set. Keys are scoped by it, so two principals never share a record.
     ///
-    /// When the extractor returns `None`, the answer is 401 and the handler does not run. Without an
+    /// When the extractor returns `None` or an empty string, the response is 401 and the handler does not
+    /// run. Without an
     /// extractor (the default), every key lives in one shared, empty scope.
     pub fn principal(mut self, extract: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
         self.config.principal = Some(Arc::new(extract));

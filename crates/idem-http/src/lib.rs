@@ -66,8 +66,8 @@
 //! # Scope
 //!
 //! Keys are scoped by the principal that [`IdempotencyLayerBuilder::principal`] extracts from the request
-//! head, so two accounts that send the same key never share a record. When the extractor returns `None`,
-//! the answer is 401 and the handler does not run. Without an extractor, every key lives in one shared,
+//! head, so two accounts that send the same key never share a record. When the extractor returns `None`
+//! or an empty string, the response is 401 and the handler does not run. Without an extractor, every key lives in one shared,
 //! empty scope: use that only when the key is unique by itself, such as a webhook provider's delivery id.
 //!
 //! # Fingerprint
@@ -86,7 +86,7 @@
 //! | Retry after a stored response | the stored status, headers and body, plus `Idempotent-Replayed: true` | no |
 //! | Covered request without a key, key required | 400 | no |
 //! | Malformed or invalid key, or several key headers | 400 | no |
-//! | Principal extractor returns `None` | 401 | no |
+//! | Principal extractor returns `None` or `""` | 401 | no |
 //! | Request body over [`IdempotencyLayerBuilder::max_request_body`] | 413, nothing stored | no |
 //! | Key reused with another request | 422 | no |
 //! | Same key while the first request runs | 409 with `Retry-After` (whole seconds, at least 1) | no |

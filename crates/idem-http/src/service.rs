@@ -174,7 +174,8 @@ where
 
     let scope = match &config.principal {
         None => String::new(),
-        Some(extract) => extract(&parts).ok_or_else(|| {
+        // An empty principal counts as missing, because every such request would share one scope.
+        Some(extract) => extract(&parts).filter(|principal| !principal.is_empty()).ok_or_else(|| {
             problem(
                 StatusCode::UNAUTHORIZED,
                 "the request carries no principal to scope its idempotency key by; authenticate and retry",
