@@ -272,7 +272,9 @@ mod tests {
         let good = secret().sign(BODY);
         let other_secret = GithubSecret::new("another secret").unwrap().sign(BODY);
         let truncated = &good[..good.len() - 2];
-        let cases: [(Option<&[u8]>, &[u8], SignatureError); 6] = [
+        // (signature header, body, expected error)
+        type Case<'a> = (Option<&'a [u8]>, &'a [u8], SignatureError);
+        let cases: [Case; 6] = [
             (None, BODY, SignatureError::Missing(GITHUB_SIGNATURE_HEADER)),
             (
                 Some(good.as_bytes()),
