@@ -1,8 +1,8 @@
 //! The HTTP layer over real TCP: an axum server on 127.0.0.1:0 with the layer, and reqwest as the client,
 //! on every backend (`memory::<case>`, `sqlite::<case>` on a temporary file, `redis::<case>`).
 //!
-//! Redis cases use the server from `REDIS_URL` or a throwaway `redis-server` that the fixture starts, with
-//! a key prefix of their own; without either they print why and pass, except under `CI`, where they fail.
+//! Redis cases use the server from `REDIS_URL` or a throwaway `redis-server` that the fixture starts, each
+//! with a key prefix of its own. Without either they print why and pass, except under `CI`, where they fail.
 #![cfg(feature = "http")]
 
 mod support;
@@ -151,13 +151,13 @@ impl TestServer {
         self.state.calls.load(Ordering::SeqCst)
     }
 
-    /// Returns whether the store holds any record for `key` in the default account's scope.
+    /// Returns whether the store contains any record for `key` in the default account's scope.
     async fn has_record(&self, key: &str) -> bool {
         let key = IdempotencyKey::new(DEFAULT_ACCOUNT, key).unwrap();
         self.store.lookup(&key).await.unwrap().is_some()
     }
 
-    /// Waits until the store holds no record for `key`, up to [`WAIT_LIMIT`].
+    /// Waits until the store contains no record for `key`, up to [`WAIT_LIMIT`].
     async fn wait_until_released(&self, key: &str) -> bool {
         let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
         while tokio::time::Instant::now() < deadline {
@@ -187,14 +187,14 @@ async fn echo(State(state): State<AppState>, body: Bytes) -> Response {
         .unwrap()
 }
 
-/// Signals that it started, then waits for a permit of the gate before answering like [`echo`].
+/// Signals that it started, then waits for a permit of the gate before responding like [`echo`].
 async fn slow(State(state): State<AppState>, body: Bytes) -> Response {
     state.entered.notify_one();
     state.gate.acquire().await.unwrap().forget();
     echo(State(state), body).await
 }
 
-/// Answers like [`echo`] after 200 ms, so that concurrent duplicates overlap with it.
+/// Responds like [`echo`] after 200 ms, so that concurrent duplicates overlap with it.
 async fn delay(State(state): State<AppState>, body: Bytes) -> Response {
     tokio::time::sleep(Duration::from_millis(200)).await;
     echo(State(state), body).await
@@ -206,7 +206,7 @@ async fn fail(State(state): State<AppState>) -> (StatusCode, String) {
     (StatusCode::INTERNAL_SERVER_ERROR, format!("failure {run}"))
 }
 
-/// Panics on its first run and answers 200 after that.
+/// Panics on its first run and returns 200 after that.
 async fn panic_once(State(state): State<AppState>) -> (StatusCode, String) {
     let run = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
     if run == 1 {
@@ -215,7 +215,7 @@ async fn panic_once(State(state): State<AppState>) -> (StatusCode, String) {
     (StatusCode::OK, format!("run {run}"))
 }
 
-/// Answers with the status in the path.
+/// Returns the status in the path.
 async fn status(State(state): State<AppState>, Path(code): Path<u16>) -> (StatusCode, String) {
     let run = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
     (

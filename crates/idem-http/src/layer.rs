@@ -38,7 +38,7 @@ pub const DEFAULT_EXCLUDED_HEADERS: &[&str] = &[
     "set-cookie",
 ];
 
-/// Which handler outcomes are stored and replayed.
+/// The rule for which handler responses are stored and replayed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoragePolicy {
@@ -68,7 +68,7 @@ impl StoragePolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyMode {
-    /// The request must carry a key; without one the answer is 400.
+    /// The request must carry a key, and one without a key gets 400.
     Required,
     /// A request with a key is made idempotent; one without a key passes through untouched.
     Optional,
@@ -201,7 +201,7 @@ impl IdempotencyLayer {
         }
     }
 
-    /// The store this layer uses.
+    /// Returns the store this layer uses.
     pub fn store(&self) -> &Arc<dyn IdempotencyStore> {
         &self.config.store
     }
@@ -346,7 +346,7 @@ impl IdempotencyLayerBuilder {
         self
     }
 
-    /// Sets the largest request body that is buffered, in bytes. A larger body is answered with 413, the
+    /// Sets the largest request body that is buffered, in bytes. A larger body gets 413, the
     /// handler does not run and nothing is stored. Default 1 MiB.
     pub fn max_request_body(mut self, bytes: usize) -> Self {
         self.config.max_request_body = bytes;
@@ -354,7 +354,7 @@ impl IdempotencyLayerBuilder {
     }
 
     /// Waits up to `limit` for the result of a request with the same key that is still running, and
-    /// replays it, instead of answering 409 at once. Default: no wait.
+    /// replays it, instead of responding 409 at once. Default: no wait.
     pub fn wait_for_result(mut self, limit: Duration) -> Self {
         self.config.wait_for_result = Some(limit);
         self

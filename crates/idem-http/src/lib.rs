@@ -1,9 +1,9 @@
 //! A tower layer that gives any HTTP handler the behavior of the `Idempotency-Key` header (IETF HTTPAPI
 //! draft "The Idempotency-Key HTTP Header Field"), on any idem store.
 //!
-//! Wrap a service or an axum router in [`IdempotencyLayer`]: the first request with a key runs the
-//! handler and its response is stored; every retry with that key gets the stored response, byte for byte,
-//! marked with `Idempotent-Replayed: true`, until the retention period ends.
+//! Wrap a service or an axum router in [`IdempotencyLayer`]. The first request with a key runs the handler
+//! and its response is stored. Until the retention period ends, every retry with that key gets the stored
+//! response, byte for byte, marked with `Idempotent-Replayed: true`.
 //!
 //! ```
 //! use std::sync::Arc;
