@@ -147,6 +147,14 @@ async fn github_bad_signature_stores_nothing() {
     let forged = receiver.github(DELIVERY, BODY, Some("another-secret")).await;
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(content_type(&forged), "application/problem+json");
+    let challenge = forged
+        .headers()
+        .get("www-authenticate")
+        .expect("a 401 carries a challenge");
+    assert!(
+        challenge.to_str().unwrap().contains("x-hub-signature-256"),
+        "{challenge:?}"
+    );
     let problem: serde_json::Value = serde_json::from_slice(&forged.bytes().await.unwrap()).unwrap();
     assert_eq!(problem["status"], 401);
     assert!(

@@ -33,6 +33,14 @@ impl Route {
         }
     }
 
+    /// The header that carries the delivery's signature.
+    pub(crate) fn signature_header(self) -> &'static str {
+        match self {
+            Self::Github => crate::signature::GITHUB_SIGNATURE_HEADER,
+            Self::Ed25519 => crate::signature::ED25519_SIGNATURE_HEADER,
+        }
+    }
+
     /// The header that carries the event type.
     pub(crate) fn event_header(self) -> &'static str {
         match self {

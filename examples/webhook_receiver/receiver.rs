@@ -236,7 +236,20 @@ fn reject(route: Route, headers: &HeaderMap, reason: &str) -> Response {
         reason,
         "rejected a delivery: invalid signature"
     );
-    problem(StatusCode::UNAUTHORIZED, reason)
+    let mut response = problem(StatusCode::UNAUTHORIZED, reason);
+    // HTTP requires a challenge on every 401. Webhook signatures have no registered scheme, so the
+    // challenge names the header that carries the signature.
+    let challenge = format!(
+        "Signature realm=\"{}\", header=\"{}\"",
+        route.path(),
+        route.signature_header()
+    );
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 /// Processes one verified delivery: the side effect is a ledger row, and the receipt names it.
