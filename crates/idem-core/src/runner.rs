@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::codec::{self, FORMAT_RESULT_V1, FORMAT_VALUE_V1};
 use crate::error::{Error, InputField, Result};
 use crate::fingerprint::Fingerprint;
+use crate::keeper::{LeaseGuard, keep_lease_renewed};
 use crate::key::IdempotencyKey;
 use crate::lease::Lease;
 use crate::store::{BeginOutcome, IdempotencyStore};
@@ -349,10 +350,7 @@ impl Runner {
             }
         };
 
-        let mut guard = ReleaseGuard {
-            store: Arc::clone(&self.store),
-            lease: Some(lease.clone()),
-        };
+        let mut guard = LeaseGuard::new(Arc::clone(&self.store), lease.clone());
         let (lost_sender, lost_receiver) = watch::channel(false);
         let context = LeaseContext {
             lease: lease.clone(),
@@ -360,7 +358,13 @@ impl Runner {
         };
 
         let work = AssertUnwindSafe(work(context)).catch_unwind();
-        let renewal = self.keep_renewed(&lease, lost_sender);
+        let renewal = keep_lease_renewed(
+            self.store.as_ref(),
+            &lease,
+            self.lease_ttl,
+            self.max_run_time,
+            &lost_sender,
+        );
         tokio::pin!(work, renewal);
         let finished = tokio::select! {
             biased;
@@ -370,11 +374,11 @@ impl Runner {
 
         let value = match finished {
             Err(panic) => {
-                guard.release_now("the operation panicked").await;
+                guard.release("the operation panicked").await;
                 std::panic::resume_unwind(panic);
             }
             Ok(Err(error)) => {
-                guard.release_now("the operation returned an error").await;
+                guard.release("the operation returned an error").await;
                 return Err(RunError::Handler(error));
             }
             Ok(Ok(value)) => value,
@@ -383,7 +387,7 @@ impl Runner {
         let response = match codec::encode_checked(format, &value) {
             Ok(response) => response,
             Err(error) => {
-                guard.release_now("its output cannot be encoded").await;
+                guard.release("its output cannot be encoded").await;
                 return Err(RunError::NotRecorded {
                     output: value,
                     source: error,
@@ -407,7 +411,7 @@ impl Runner {
             }
             Err(error) => {
                 tracing::warn!(key = %key.label(), %error, "output not recorded");
-                guard.release_now("its output could not be stored").await;
+                guard.release("its output could not be stored").await;
                 Err(RunError::NotRecorded {
                     output: value,
                     source: error,
@@ -472,88 +476,9 @@ impl Runner {
             }
         }
     }
-
-    /// Renews the lease every third of its TTL until the maximum run time, and fires the lost signal when a
-    /// renewal reports the lease lost or its deadline passes unrenewed. Never returns; the caller drops it.
-    async fn keep_renewed(&self, lease: &Lease, lost: watch::Sender<bool>) -> Infallible {
-        let started = Instant::now();
-        let ttl = self.lease_ttl.as_duration();
-        let interval = (ttl / 3).max(Duration::from_millis(1));
-        // The local estimate of the lease deadline; the store's clock is the authority.
-        let mut deadline = started + ttl;
-
-        loop {
-            tokio::time::sleep(interval).await;
-            if started.elapsed() >= self.max_run_time {
-                tracing::warn!(key = %lease.key().label(), max_run_time = ?self.max_run_time, "maximum run time reached; the lease is no longer renewed");
-                break;
-            }
-
-            let requested = Instant::now();
-            match self.store.renew(lease, self.lease_ttl).await {
-                Ok(remaining) => deadline = requested + remaining,
-                Err(error @ Error::LeaseLost { .. }) => {
-                    tracing::warn!(key = %lease.key().label(), %error, "lease lost while the operation runs");
-                    let _ = lost.send(true);
-                    return std::future::pending().await;
-                }
-                Err(error) => {
-                    tracing::warn!(key = %lease.key().label(), %error, "lease renewal failed");
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                }
-            }
-        }
-
-        tokio::time::sleep_until(deadline).await;
-        let _ = lost.send(true);
-        std::future::pending().await
-    }
 }
 
 enum Acquired {
     Lease(Lease),
     Replay(Vec<u8>),
-}
-
-/// Releases the lease when dropped while armed, so a cancelled run frees its key.
-struct ReleaseGuard {
-    store: Arc<dyn IdempotencyStore>,
-    lease: Option<Lease>,
-}
-
-impl ReleaseGuard {
-    fn disarm(&mut self) {
-        self.lease = None;
-    }
-
-    async fn release_now(&mut self, reason: &str) {
-        let Some(lease) = self.lease.take() else { return };
-        match self.store.release(&lease).await {
-            Ok(()) => tracing::debug!(key = %lease.key().label(), reason, "released key"),
-            Err(error) => {
-                tracing::warn!(key = %lease.key().label(), reason, %error, "release failed; the claim lapses at its lease deadline")
-            }
-        }
-    }
-}
-
-impl Drop for ReleaseGuard {
-    fn drop(&mut self) {
-        let Some(lease) = self.lease.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(key = %lease.key().label(), "run dropped outside a Tokio runtime; the claim lapses at its lease deadline");
-            return;
-        };
-        let store = Arc::clone(&self.store);
-        runtime.spawn(async move {
-            match store.release(&lease).await {
-                Ok(()) => tracing::debug!(key = %lease.key().label(), "released key of a dropped run"),
-                Err(error) => {
-                    tracing::warn!(key = %lease.key().label(), %error, "release of a dropped run failed; the claim lapses at its lease deadline")
-                }
-            }
-        });
-    }
 }

@@ -1,7 +1,6 @@
 //! The service the layer wraps around a handler: the request flow from key to stored response.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -16,7 +15,10 @@ use http::request::Parts;
 use http::{HeaderName, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use idem_core::{BeginOutcome, BoxError, Error, Fingerprint, IdempotencyKey, IdempotencyStore, Lease};
+use idem_core::{
+    BeginOutcome, BoxError, Error, Fingerprint, IdempotencyKey, Lease, LeaseGuard, keep_lease_renewed,
+};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -377,11 +379,9 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let key = prepared.key;
-    let mut guard = ReleaseGuard {
-        store: Arc::clone(&config.store),
-        lease: Some(lease.clone()),
-        release_on_drop: true,
-    };
+    let mut guard = LeaseGuard::new(Arc::clone(&config.store), lease.clone());
+    // The handler has no lost-lease signal to read, so the receiver is dropped at once.
+    let (lost_sender, _) = watch::channel(false);
 
     let mut request = Request::from_parts(prepared.parts, ReqBody::from(prepared.body));
     request.extensions_mut().insert(lease.clone());
@@ -399,7 +399,13 @@ where
             };
             Finished::Response(finish_response(config, &key, &lease, &mut guard, response).await)
         };
-        let renewal = keep_renewed(config, &lease);
+        let renewal = keep_lease_renewed(
+            config.store.as_ref(),
+            &lease,
+            config.lease_ttl,
+            config.max_run_time,
+            &lost_sender,
+        );
         tokio::pin!(work, renewal);
         tokio::select! {
             biased;
@@ -411,12 +417,12 @@ where
     match finished {
         Finished::Response(response) => Ok(response),
         Finished::Failed(error) => {
-            guard.release_now(&key, "the handler returned an error").await;
+            guard.release("the handler returned an error").await;
             Err(error)
         }
         Finished::Panicked => {
             tracing::error!(key = %key.label(), "the handler panicked; responding 500 and releasing the key");
-            guard.release_now(&key, "the handler panicked").await;
+            guard.release("the handler panicked").await;
             Ok(problem(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the server failed while processing this request; it was not recorded, so a retry with the same key runs it again",
@@ -430,7 +436,7 @@ async fn finish_response<ResBody>(
     config: &Config,
     key: &IdempotencyKey,
     lease: &Lease,
-    guard: &mut ReleaseGuard,
+    guard: &mut LeaseGuard,
     response: Response<ResBody>,
 ) -> Response<ResponseBody>
 where
@@ -440,7 +446,7 @@ where
     let status = response.status();
     if !config.policy.stores(status) {
         guard
-            .release_now(key, "the storage policy does not store this status")
+            .release("the storage policy does not store this status")
             .await;
         return response.map(ResponseBody::new);
     }
@@ -482,7 +488,7 @@ where
             Some(Err(error)) => {
                 tracing::error!(key = %key.label(), %error, "reading the handler's response body failed");
                 if !status.is_success() {
-                    guard.release_now(key, "the response body failed").await;
+                    guard.release("the response body failed").await;
                 }
                 return problem(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -510,7 +516,7 @@ where
     if encoded.len() > limit {
         tracing::warn!(key = %key.label(), bytes = encoded.len(), limit, "response not stored: larger than the store's limit; the key is released");
         guard
-            .release_now(key, "the response is larger than the store's limit")
+            .release("the response is larger than the store's limit")
             .await;
         return rebuilt;
     }
@@ -526,7 +532,7 @@ where
         }
         Err(error) => {
             tracing::warn!(key = %key.label(), %error, "storing the response failed; releasing the key");
-            guard.release_now(key, "storing the response failed").await;
+            guard.release("storing the response failed").await;
         }
     }
     rebuilt
@@ -534,14 +540,14 @@ where
 
 async fn pass_unstored(
     key: &IdempotencyKey,
-    guard: &mut ReleaseGuard,
+    guard: &mut LeaseGuard,
     head: http::response::Parts,
     frames: VecDeque<Frame<Bytes>>,
     rest: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>,
     reason: &str,
 ) -> Response<ResponseBody> {
     tracing::warn!(key = %key.label(), reason, "response passed through unstored; the key is released");
-    guard.release_now(key, reason).await;
+    guard.release(reason).await;
     Response::from_parts(head, ResponseBody::prefixed(frames, rest))
 }
 
@@ -558,77 +564,5 @@ async fn complete(config: &Config, lease: &Lease, response: &[u8]) -> idem_core:
             }
             result => return result,
         }
-    }
-}
-
-/// Renews the lease every third of its TTL until the maximum run time. Never returns; the caller drops it.
-async fn keep_renewed(config: &Config, lease: &Lease) -> Infallible {
-    let started = Instant::now();
-    let interval = (config.lease_ttl.as_duration() / 3).max(Duration::from_millis(1));
-    loop {
-        tokio::time::sleep(interval).await;
-        if started.elapsed() >= config.max_run_time {
-            tracing::warn!(key = %lease.key().label(), max_run_time = ?config.max_run_time, "maximum run time reached; the lease is no longer renewed");
-            return std::future::pending().await;
-        }
-        match config.store.renew(lease, config.lease_ttl).await {
-            Ok(_) => {}
-            Err(error @ Error::LeaseLost { .. }) => {
-                tracing::warn!(key = %lease.key().label(), %error, "lease lost while the handler runs; another request may run it too");
-                return std::future::pending().await;
-            }
-            Err(error) => tracing::warn!(key = %lease.key().label(), %error, "lease renewal failed"),
-        }
-    }
-}
-
-/// Releases the lease when dropped while armed (the client went away and the server dropped the request),
-/// from a spawned task.
-struct ReleaseGuard {
-    store: Arc<dyn IdempotencyStore>,
-    lease: Option<Lease>,
-    release_on_drop: bool,
-}
-
-impl ReleaseGuard {
-    fn disarm(&mut self) {
-        self.lease = None;
-    }
-
-    /// Leaves the claim in place on a drop from here on, so it lapses at its lease deadline.
-    fn keep_claim_on_drop(&mut self) {
-        self.release_on_drop = false;
-    }
-
-    async fn release_now(&mut self, key: &IdempotencyKey, reason: &str) {
-        let Some(lease) = self.lease.take() else { return };
-        match self.store.release(&lease).await {
-            Ok(()) => tracing::debug!(key = %key.label(), reason, "released key"),
-            Err(error) => {
-                tracing::warn!(key = %key.label(), reason, %error, "release failed; the claim lapses at its lease deadline")
-            }
-        }
-    }
-}
-
-impl Drop for ReleaseGuard {
-    fn drop(&mut self) {
-        if !self.release_on_drop {
-            return;
-        }
-        let Some(lease) = self.lease.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(key = %lease.key().label(), "request dropped outside a Tokio runtime; the claim lapses at its lease deadline");
-            return;
-        };
-        let store = Arc::clone(&self.store);
-        runtime.spawn(async move {
-            match store.release(&lease).await {
-                Ok(()) => tracing::debug!(key = %lease.key().label(), "released key of a dropped request"),
-                Err(error) => {
-                    tracing::warn!(key = %lease.key().label(), %error, "release of a dropped request failed; the claim lapses at its lease deadline")
-                }
-            }
-        });
     }
 }
