@@ -560,3 +560,15 @@ async fn handler_sees_lease() {
     assert_eq!(retry, first);
     assert_eq!(server.calls(), 1);
 }
+
+#[test]
+fn zero_request_body_limit_rejected() {
+    let store: std::sync::Arc<dyn idem::IdempotencyStore> =
+        std::sync::Arc::new(idem::memory::MemoryStore::new());
+    let error = idem::http::IdempotencyLayer::builder(store)
+        .max_request_body(0)
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, idem::Error::InvalidInput { .. }), "{error}");
+    assert!(error.to_string().contains("max_request_body"), "{error}");
+}

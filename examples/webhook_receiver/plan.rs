@@ -157,7 +157,7 @@ impl Plan {
                 deliveries: vec![send(7, Signing::Valid), send(15, Signing::Valid)],
             },
             Step {
-                title: "a delivery whose first run fails downstream (503, key released, retried)",
+                title: "a delivery whose first run fails downstream (503, key released, retried; only in --demo, where the receiver simulates the failure)",
                 concurrent: false,
                 deliveries: FLAKY_EVENTS
                     .iter()

@@ -347,7 +347,7 @@ impl IdempotencyLayerBuilder {
     }
 
     /// Sets the largest request body that is buffered, in bytes. A larger body gets 413, the
-    /// handler does not run and nothing is stored. Default 1 MiB.
+    /// handler does not run and nothing is stored. Default 1 MiB; zero is rejected at build.
     pub fn max_request_body(mut self, bytes: usize) -> Self {
         self.config.max_request_body = bytes;
         self
@@ -379,6 +379,12 @@ impl IdempotencyLayerBuilder {
                     "lease_ttl of {:?} is below the minimum of {MIN_LEASE_TTL:?}; pass several times the store's worst latency, such as 30 s",
                     self.lease_ttl
                 ),
+            ));
+        }
+        if self.config.max_request_body == 0 {
+            return Err(Error::invalid(
+                InputField::Setting,
+                "max_request_body is zero, so every request with a body would get 413; pass the largest body to accept in bytes, such as 1048576 (1 MiB)",
             ));
         }
         if self.config.methods.is_empty() && self.config.route.is_none() {

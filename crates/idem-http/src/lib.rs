@@ -1,6 +1,9 @@
 //! A tower layer that gives any HTTP handler the behavior of the `Idempotency-Key` header (IETF HTTPAPI
 //! draft "The Idempotency-Key HTTP Header Field"), on any idem store.
 //!
+//! Through the `idem` facade (feature `http`), the items below are `idem::http::…`, and the stores are
+//! `idem::memory::MemoryStore` and the like.
+//!
 //! Wrap a service or an axum router in [`IdempotencyLayer`]. The first request with a key runs the handler
 //! and its response is stored. Until the retention period ends, every retry with that key gets the stored
 //! response, byte for byte, marked with `Idempotent-Replayed: true`.
@@ -32,9 +35,10 @@
 //!         .canonical_json(true)
 //!         .build()?;
 //!
+//!     // route_layer covers the matched routes only, so a 404 for an unknown path is never stored.
 //!     let app: Router = Router::new()
 //!         .route("/charges", post(create_charge))
-//!         .layer(idempotency);
+//!         .route_layer(idempotency);
 //!
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //!     println!("listening on {}", listener.local_addr()?);
@@ -93,6 +97,11 @@
 //! | Stored record does not decode | 500 (logged at error), never a replay | no |
 //! | Store unavailable or full | 503 with `Retry-After: 1` (fail closed) | no |
 //! | Handler panics | 500, key released | yes |
+//!
+//! The `Retry-After` of a 409 is the remaining lease time of the running request, rounded up to whole
+//! seconds. The layer renews that lease while the handler runs, so the hint is close to
+//! [`IdempotencyLayerBuilder::lease_ttl`] (30 s by default): set the lease TTL near the handler's usual run
+//! time for a tighter hint, or use [`IdempotencyLayerBuilder::wait_for_result`].
 //!
 //! Every answer the layer writes itself is `application/problem+json` (RFC 9457) with `type`, `title`,
 //! `status` and `detail`. [`IdempotencyLayerBuilder::wait_for_result`] makes a request with a key in
