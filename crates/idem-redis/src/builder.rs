@@ -111,7 +111,7 @@ impl RedisStoreBuilder {
 
     /// Sets how long a lapsed claim is kept after its lease deadline, so that its holder can still complete
     /// it when nobody took it over. After that it counts as absent and Redis drops it. Default:
-    /// [`DEFAULT_LAPSED_CLAIM_GRACE`] (1 hour); zero is allowed; at most [`Ttl::MAX`].
+    /// [`DEFAULT_LAPSED_CLAIM_GRACE`] (1 hour); at least 1 ms, at most [`Ttl::MAX`].
     pub fn lapsed_claim_grace(mut self, grace: Duration) -> Self {
         self.lapsed_claim_grace = grace;
         self
@@ -271,6 +271,11 @@ impl RedisStoreBuilder {
                 )));
             }
         }
+        if self.lapsed_claim_grace.is_zero() {
+            return Err(setting(
+                "lapsed_claim_grace is zero, so the holder of a lapsed claim could never complete it; pass at least 1 ms",
+            ));
+        }
         let grace_ms = u64::try_from(self.lapsed_claim_grace.as_millis())
             .ok()
             .filter(|grace| *grace <= Ttl::MAX.as_millis())
@@ -346,4 +351,40 @@ fn invalid_config(error: Error) -> redis::RedisError {
         "invalid URL",
         error.to_string(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_settings_rejected() {
+        let url = "redis://127.0.0.1:1/";
+        let cases = [
+            (
+                "lapsed_claim_grace",
+                RedisStore::builder(url).lapsed_claim_grace(Duration::ZERO),
+            ),
+            (
+                "lapsed_claim_grace",
+                RedisStore::builder(url).lapsed_claim_grace(Duration::MAX),
+            ),
+            (
+                "max_response_bytes",
+                RedisStore::builder(url).max_response_bytes(0),
+            ),
+            (
+                "operation_timeout",
+                RedisStore::builder(url).operation_timeout(Duration::ZERO),
+            ),
+        ];
+
+        for (named, builder) in cases {
+            let Err(error) = builder.validate() else {
+                panic!("{named}: the setting was accepted");
+            };
+            assert!(matches!(error, Error::InvalidInput { .. }), "{named}: {error}");
+            assert!(error.to_string().contains(named), "{named}: {error}");
+        }
+    }
 }

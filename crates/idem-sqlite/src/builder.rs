@@ -97,7 +97,7 @@ impl SqliteStoreBuilder {
 
     /// Sets how long a lapsed claim is kept, counted from its lease deadline, so that its holder can still
     /// complete it when nobody took it over. After that it counts as absent. Default:
-    /// [`DEFAULT_LAPSED_CLAIM_GRACE`] (1 hour); zero is allowed; at most [`Ttl::MAX`].
+    /// [`DEFAULT_LAPSED_CLAIM_GRACE`] (1 hour); at least 1 ms, at most [`Ttl::MAX`].
     pub fn lapsed_claim_grace(mut self, grace: Duration) -> Self {
         self.lapsed_claim_grace = grace;
         self
@@ -208,6 +208,11 @@ impl SqliteStoreBuilder {
                 self.busy_timeout,
                 i32::MAX
             )));
+        }
+        if self.lapsed_claim_grace.is_zero() {
+            return Err(setting(
+                "lapsed_claim_grace is zero, so the holder of a lapsed claim could never complete it; pass at least 1 ms",
+            ));
         }
         let grace_ms = i64::try_from(self.lapsed_claim_grace.as_millis())
             .ok()

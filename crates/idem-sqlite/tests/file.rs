@@ -471,6 +471,11 @@ async fn invalid_settings_rejected() {
             "max_response_bytes",
         ),
         (
+            "zero grace",
+            SqliteStore::builder(&path).lapsed_claim_grace(Duration::ZERO),
+            "lapsed_claim_grace is zero",
+        ),
+        (
             "zero response limit",
             SqliteStore::builder(&path).max_response_bytes(0),
             "max_response_bytes is zero",
