@@ -41,8 +41,9 @@ pub enum BeginOutcome {
 
 /// An idempotency-key store. See the [crate docs](crate) for the rules every implementation meets.
 ///
-/// The trait is dyn-compatible: share one store as `Arc<dyn IdempotencyStore>`. Implementations are cheap
-/// to call from many tasks at once and never block the async runtime's threads.
+/// The trait is dyn-compatible: share one store as `Arc<dyn IdempotencyStore>`. Implementations must be
+/// safe to call from many tasks at once and must not block the async runtime's threads (our SQLite store
+/// runs its calls on Tokio's blocking pool for that reason).
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + Debug {
     /// Claims `key` for `fingerprint`, or reports why it cannot.
