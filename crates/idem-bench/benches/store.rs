@@ -54,7 +54,7 @@ struct Bench {
     completed_keys: Vec<IdempotencyKey>,
 }
 
-/// What a fresh-key benchmark does with each key.
+/// Operation that a fresh-key benchmark runs on each key.
 #[derive(Debug, Clone, Copy)]
 enum FreshOp {
     /// `begin`, which acquires.
@@ -237,7 +237,7 @@ fn fresh_keys(count: u64) -> Vec<IdempotencyKey> {
         .collect()
 }
 
-/// A single-threaded runtime for the latency benchmarks: one request at a time, no work stealing. SQLite
+/// Builds a single-threaded runtime for the latency benchmarks: one request at a time, no work stealing. SQLite
 /// calls still hop to Tokio's blocking pool, as they do in a service.
 fn latency_runtime() -> Runtime {
     Builder::new_current_thread()
@@ -246,7 +246,7 @@ fn latency_runtime() -> Runtime {
         .expect("a Tokio runtime starts")
 }
 
-/// A multi-threaded runtime with one worker per core, as `#[tokio::main]` builds it.
+/// Builds a multi-threaded runtime with one worker per core, as `#[tokio::main]` builds it.
 fn throughput_runtime() -> Runtime {
     Builder::new_multi_thread()
         .enable_all()
@@ -329,6 +329,12 @@ async fn sqlite_bench(path: &Path, synchronous: Synchronous) -> Bench {
     }
 }
 
+async fn concurrent_sqlite_bench(path: &Path, synchronous: Synchronous) -> Arc<Bench> {
+    let store = SqliteStore::builder(path).synchronous(synchronous).open().await;
+    let store = store.expect("the SQLite store opens");
+    Arc::new(Bench::without_records(Arc::new(store)))
+}
+
 fn memory_group(c: &mut Criterion) {
     let runtime = latency_runtime();
     let bench = runtime.block_on(Bench::prefill(memory_store()));
@@ -392,19 +398,27 @@ fn concurrent_group(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary directory for SQLite");
     let runtime = throughput_runtime();
     let memory = Arc::new(Bench::without_records(memory_store()));
-    let sqlite = runtime.block_on(async {
-        let store = SqliteStore::open(dir.path().join("concurrent.sqlite3")).await;
-        Arc::new(Bench::without_records(Arc::new(
-            store.expect("the SQLite store opens"),
-        )))
-    });
+    let sqlite_normal = runtime.block_on(concurrent_sqlite_bench(
+        &dir.path().join("concurrent-normal.sqlite3"),
+        Synchronous::Normal,
+    ));
+    let sqlite_full = runtime.block_on(concurrent_sqlite_bench(
+        &dir.path().join("concurrent-full.sqlite3"),
+        Synchronous::Full,
+    ));
 
     let mut group = c.benchmark_group("concurrent");
     group
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
+        .measurement_time(Duration::from_secs(5))
         .throughput(Throughput::Elements(CONCURRENT_OPS as u64));
-    for (name, bench) in [("memory_8_tasks", &memory), ("sqlite_normal_8_tasks", &sqlite)] {
+    let benches = [
+        ("memory_8_tasks", &memory),
+        ("sqlite_normal_8_tasks", &sqlite_normal),
+        ("sqlite_full_8_tasks", &sqlite_full),
+    ];
+    for (name, bench) in benches {
         group.bench_function(name, |bencher| {
             bencher
                 .to_async(&runtime)
