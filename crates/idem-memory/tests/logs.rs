@@ -2,75 +2,65 @@
 
 mod common;
 
-use std::fmt::Debug;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::*;
 use idem_core::{IdempotencyKey, IdempotencyStore};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
+use tracing::Level;
+use tracing_subscriber::fmt::MakeWriter;
 
-/// One captured event: its level and every field rendered as `name=value`.
-#[derive(Debug, Clone)]
-struct Captured {
-    level: Level,
-    text: String,
-}
-
-/// A subscriber that records every event, so that tests can read what the store logged.
+/// Log lines written by tracing-subscriber's fmt layer, one per event, without colors or timestamps.
 #[derive(Clone, Default)]
-struct Capture {
-    events: Arc<Mutex<Vec<Captured>>>,
-    next_span: Arc<AtomicU64>,
-}
+struct Capture(Arc<Mutex<Vec<u8>>>);
 
-struct FieldText<'a>(&'a mut String);
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
 
-impl Visit for FieldText<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        self.0.push_str(&format!(" {}={:?}", field.name(), value));
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-impl Subscriber for Capture {
-    fn enabled(&self, _metadata: &Metadata<'_>) -> bool {
-        true
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
     }
-
-    fn new_span(&self, _span: &Attributes<'_>) -> Id {
-        Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-
-    fn record(&self, _span: &Id, _values: &Record<'_>) {}
-
-    fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
-
-    fn event(&self, event: &Event<'_>) {
-        let mut text = String::new();
-        event.record(&mut FieldText(&mut text));
-        self.events.lock().unwrap().push(Captured {
-            level: *event.metadata().level(),
-            text,
-        });
-    }
-
-    fn enter(&self, _span: &Id) {}
-
-    fn exit(&self, _span: &Id) {}
 }
 
 impl Capture {
-    fn events(&self) -> Vec<Captured> {
-        self.events.lock().unwrap().clone()
+    /// Installs a subscriber that writes every event, down to trace, into this capture.
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_max_level(Level::TRACE)
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        tracing::subscriber::set_default(subscriber)
     }
 
-    fn warnings(&self) -> Vec<Captured> {
-        self.events()
-            .into_iter()
-            .filter(|event| event.level == Level::WARN)
+    fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
             .collect()
+    }
+
+    fn at_level(&self, level: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|line| line.trim_start().starts_with(level))
+            .collect()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.at_level("WARN")
     }
 }
 
@@ -81,7 +71,7 @@ fn label_hash(key: &IdempotencyKey) -> String {
 #[tokio::test]
 async fn takeover_logs_warning() {
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.clone());
+    let _guard = capture.install();
     let (store, clock) = manual_store();
     let key = IdempotencyKey::new("tenant-a", "secret-order-id").unwrap();
     let fp = fingerprint(b"fp");
@@ -93,17 +83,17 @@ async fn takeover_logs_warning() {
 
     let warnings = capture.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].text.contains("took over"), "{warnings:?}");
-    assert!(warnings[0].text.contains(&label_hash(&key)), "{warnings:?}");
-    for event in capture.events() {
-        assert!(!event.text.contains("secret-order-id"), "{event:?}");
+    assert!(warnings[0].contains("took over"), "{warnings:?}");
+    assert!(warnings[0].contains(&label_hash(&key)), "{warnings:?}");
+    for line in capture.lines() {
+        assert!(!line.contains("secret-order-id"), "{line}");
     }
 }
 
 #[tokio::test]
 async fn eviction_logs_label_only() {
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.clone());
+    let _guard = capture.install();
     let (builder, _clock) = manual_builder();
     let store = builder.max_completed_bytes(1).build().unwrap();
     let key = IdempotencyKey::new("tenant-a", "secret-payment-id").unwrap();
@@ -118,15 +108,12 @@ async fn eviction_logs_label_only() {
 
     let warnings = capture.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].text.contains("evicted"), "{warnings:?}");
-    assert!(warnings[0].text.contains(&label_hash(&key)), "{warnings:?}");
-    let events = capture.events();
-    assert!(
-        events.iter().any(|event| event.level == Level::DEBUG),
-        "{events:?}"
-    );
-    for event in events {
-        assert!(!event.text.contains("secret-payment-id"), "{event:?}");
-        assert!(!event.text.contains("response-body-marker"), "{event:?}");
+    assert!(warnings[0].contains("evicted"), "{warnings:?}");
+    assert!(warnings[0].contains(&label_hash(&key)), "{warnings:?}");
+    let debug = capture.at_level("DEBUG");
+    assert!(!debug.is_empty(), "{:?}", capture.lines());
+    for line in capture.lines() {
+        assert!(!line.contains("secret-payment-id"), "{line}");
+        assert!(!line.contains("response-body-marker"), "{line}");
     }
 }

@@ -6,54 +6,56 @@
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
-use std::fmt::Debug;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use idem_core::{BeginOutcome, Fingerprint, IdempotencyKey, IdempotencyStore, Ttl};
 use idem_redis::RedisStore;
 use support::redis::{RedisOptions, RedisServer, is_on_path, running_in_ci, unique_prefix};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
+use tracing::Level;
+use tracing_subscriber::fmt::MakeWriter;
 
-/// A subscriber that keeps every event as text: its message and fields.
+/// Log lines written by tracing-subscriber's fmt layer, one per event, without colors or timestamps.
 #[derive(Clone, Default)]
-struct Capture {
-    events: Arc<Mutex<Vec<String>>>,
-    next_span: Arc<AtomicU64>,
-}
+struct Capture(Arc<Mutex<Vec<u8>>>);
 
-struct FieldText<'a>(&'a mut String);
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
 
-impl Visit for FieldText<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        self.0.push_str(&format!(" {}={:?}", field.name(), value));
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-impl Subscriber for Capture {
-    fn enabled(&self, _metadata: &Metadata<'_>) -> bool {
-        true
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Capture {
+    /// Installs a subscriber that writes every event, down to trace, into this capture.
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_max_level(Level::TRACE)
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        tracing::subscriber::set_default(subscriber)
     }
 
-    fn new_span(&self, _span: &Attributes<'_>) -> Id {
-        Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed) + 1)
+    fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
-
-    fn record(&self, _span: &Id, _values: &Record<'_>) {}
-
-    fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
-
-    fn event(&self, event: &Event<'_>) {
-        let mut text = event.metadata().target().to_owned();
-        event.record(&mut FieldText(&mut text));
-        self.events.lock().unwrap().push(text);
-    }
-
-    fn enter(&self, _span: &Id) {}
-
-    fn exit(&self, _span: &Id) {}
 }
 
 /// The store logs its work with the URL redacted, and no event contains the password or the key string.
@@ -75,7 +77,7 @@ async fn logs_hide_password_and_key() {
         password: Some(password.to_owned()),
     });
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.clone());
+    let _guard = capture.install();
 
     let store = RedisStore::builder(&server.url())
         .key_prefix(unique_prefix())
@@ -93,7 +95,7 @@ async fn logs_hide_password_and_key() {
     let wrong = server.url().replace(password, "wrong-pw-99");
     assert!(RedisStore::connect(&wrong).await.is_err());
 
-    let events = capture.events.lock().unwrap().clone();
+    let events = capture.lines();
     assert!(
         events
             .iter()
