@@ -327,7 +327,7 @@ async fn large_response_passes_unstored() {
 async fn long_handler_keeps_lease() {
     let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryStore::new());
     let server =
-        Arc::new(TestServer::start(store, |builder| builder.lease_ttl(Duration::from_millis(300))).await);
+        Arc::new(TestServer::start(store, |builder| builder.lease_ttl(Duration::from_millis(1000))).await);
 
     let first = {
         let server = Arc::clone(&server);
@@ -338,7 +338,7 @@ async fn long_handler_keeps_lease() {
         .expect("the first request reaches the handler");
 
     // Four lease TTLs: without renewal the claim would have lapsed and the duplicate would take it over.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(4000)).await;
     let duplicate = server.post("/slow", "k-long", "a").send().await.unwrap();
     problem_detail(duplicate, StatusCode::CONFLICT).await;
 

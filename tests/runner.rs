@@ -322,11 +322,12 @@ async fn runner_waits_for_result_or_times_out() {
 async fn runner_renews_lease_past_ttl() {
     let store = memory();
     let runner = Runner::builder(Arc::clone(&store))
-        .lease_ttl(Duration::from_millis(600))
+        .lease_ttl(Duration::from_millis(1500))
         .build()
         .unwrap();
     let key = key("long-work");
     let (started_sender, started_receiver) = oneshot::channel();
+    let (finish_sender, finish_receiver) = oneshot::channel::<()>();
 
     let long = {
         let runner = runner.clone();
@@ -335,7 +336,7 @@ async fn runner_renews_lease_past_ttl() {
             runner
                 .run(&key, &fingerprint("{}"), |lease| async move {
                     let _ = started_sender.send(());
-                    tokio::time::sleep(Duration::from_millis(2000)).await;
+                    finish_receiver.await.unwrap();
                     Ok::<bool, std::io::Error>(lease.is_lost())
                 })
                 .await
@@ -344,7 +345,7 @@ async fn runner_renews_lease_past_ttl() {
     started_receiver.await.unwrap();
 
     // Three lease TTLs later the claim must still be live, because the runner renews it.
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     let busy = runner
         .run(&key, &fingerprint("{}"), |_| async {
             Ok::<bool, std::io::Error>(true)
@@ -355,6 +356,7 @@ async fn runner_renews_lease_past_ttl() {
         "{busy:?}"
     );
 
+    finish_sender.send(()).unwrap();
     let finished = long.await.unwrap().unwrap();
     assert_eq!(finished, RunOutcome::Executed(false), "the lease was never lost");
 }
