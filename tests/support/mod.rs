@@ -4,3 +4,5 @@
 #![allow(dead_code)]
 
 pub(crate) mod redis;
+
+pub(crate) mod logs;

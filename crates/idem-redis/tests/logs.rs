@@ -6,57 +6,10 @@
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
-use std::sync::{Arc, Mutex};
-
 use idem_core::{BeginOutcome, Fingerprint, IdempotencyKey, IdempotencyStore, Ttl};
 use idem_redis::RedisStore;
+use support::logs::Capture;
 use support::redis::{RedisOptions, RedisServer, is_on_path, running_in_ci, unique_prefix};
-use tracing::Level;
-use tracing_subscriber::fmt::MakeWriter;
-
-/// Log lines written by tracing-subscriber's fmt layer, one per event, without colors or timestamps.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Capture {
-    /// Installs a subscriber that writes every event, down to trace, into this capture.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(self.clone())
-            .with_max_level(Level::TRACE)
-            .with_ansi(false)
-            .without_time()
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn lines(&self) -> Vec<String> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
 
 /// The store logs its work with the URL redacted, and no event contains the password or the key string.
 #[tokio::test(flavor = "current_thread")]
