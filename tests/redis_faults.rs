@@ -448,7 +448,7 @@ async fn password_stays_hidden() {
     assert!(!text.contains("wrong-password-77"), "{text}");
     assert!(!text.contains(password), "{text}");
     // A rejected password is reported as such, not as a timeout that a retry could fix.
-    // NOTE: with the locked redis 1.8.2 this also passes without the direct handshake in connect; the
+    // NOTE: with the locked redis 1.8.2 this also passes without the direct handshake in connect. The
     // timeout was seen only in a separate application, so this check does not pin that fix.
     assert!(!error.is_retryable(), "{text}");
     assert!(

@@ -340,7 +340,7 @@ impl Runner {
         Fut: Future<Output = std::result::Result<T, E>> + Send,
     {
         // NOTE: a run dropped while begin is in flight cannot release a claim that begin made but never
-        // reported; that claim lapses at its lease deadline.
+        // reported. That claim lapses at its lease deadline.
         let lease = match self.acquire(key, fingerprint).await.map_err(RunError::Store)? {
             Acquired::Lease(lease) => lease,
             Acquired::Replay(response) => {

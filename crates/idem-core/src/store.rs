@@ -16,7 +16,7 @@ use crate::ttl::Ttl;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// Default grace period of a lapsed claim: 1 hour. Until it ends, the holder of a lapsed lease can still
-/// complete its work (when nobody took the claim over); after it the claim disappears.
+/// complete its work if no other caller took the claim over. After it the claim disappears.
 pub const DEFAULT_LAPSED_CLAIM_GRACE: Duration = Duration::from_secs(60 * 60);
 
 /// The result of [`IdempotencyStore::begin`]: exactly one of four answers.

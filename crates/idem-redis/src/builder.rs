@@ -331,8 +331,8 @@ impl RedisStoreBuilder {
 /// the first TLS connection when it cannot tell which provider to use.
 fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Another thread may install one first; then that one stays, which is as good.
-        // Newer rustls 0.23 releases deprecate this constructor in favour of a constant; the call still
+        // Another thread may install one first, and then that one stays, which is as good.
+        // Newer rustls 0.23 releases deprecate this constructor in favour of a constant. The call still
         // works there, and the workspace lock pins a release without the deprecation.
         #[allow(deprecated)]
         let provider = rustls::crypto::ring::default_provider();

@@ -188,8 +188,9 @@ impl SqliteStoreBuilder {
                 "the database path is empty; pass a file path, or \":memory:\" for a private in-memory store",
             ));
         }
+
         // The bundled SQLite is built with SQLITE_USE_URI, so it reads any name that starts with "file:" as a
-        // URI whatever the open flags say, and "?mode=ro" or "?mode=memory" would change what the store is.
+        // URI whatever the open flags are. A "?mode=ro" or "?mode=memory" would then change what the store is.
         if self.path.to_string_lossy().starts_with("file:") {
             return Err(setting(format!(
                 "the database path {:?} starts with \"file:\", which SQLite reads as a URI; pass a plain file path \
@@ -197,11 +198,13 @@ impl SqliteStoreBuilder {
                 self.path
             )));
         }
+
         if connections == 0 || connections > MAX_CONNECTIONS {
             return Err(setting(format!(
                 "connections is {connections}; pass 1 to {MAX_CONNECTIONS}"
             )));
         }
+
         if self.busy_timeout.as_millis() > i32::MAX as u128 {
             return Err(setting(format!(
                 "busy_timeout of {:?} is longer than SQLite accepts ({} ms); pass a shorter duration",
@@ -209,11 +212,13 @@ impl SqliteStoreBuilder {
                 i32::MAX
             )));
         }
+
         if self.lapsed_claim_grace.is_zero() {
             return Err(setting(
                 "lapsed_claim_grace is zero, so the holder of a lapsed claim could never complete it; pass at least 1 ms",
             ));
         }
+
         let grace_ms = i64::try_from(self.lapsed_claim_grace.as_millis())
             .ok()
             .filter(|grace| (*grace as u64) <= Ttl::MAX.as_millis())
@@ -229,6 +234,7 @@ impl SqliteStoreBuilder {
                  pass the largest response to store in bytes, such as 1048576 (1 MiB)",
             ));
         }
+
         if self.max_response_bytes > MAX_RESPONSE_LIMIT {
             return Err(setting(format!(
                 "max_response_bytes is {}, above the maximum of {MAX_RESPONSE_LIMIT} that a SQLite row can hold; \
@@ -236,6 +242,7 @@ impl SqliteStoreBuilder {
                 self.max_response_bytes
             )));
         }
+
         let purge_batch_size = i64::try_from(self.purge_batch_size)
             .ok()
             .filter(|rows| *rows > 0)
@@ -250,6 +257,7 @@ impl SqliteStoreBuilder {
                 "purge_interval is zero; pass a positive interval, or leave it unset for no background purge",
             ));
         }
+
         Ok(OpSettings {
             clock: Arc::clone(&self.clock),
             grace_ms,
